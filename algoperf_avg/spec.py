@@ -35,6 +35,10 @@ class TrainingCompleteError(Exception):
   """Raised by `update_params` to end training early (AlgoPerf semantics)."""
 
 
+class DivergedError(RuntimeError):
+  """The training loss became NaN or infinite; the trial ends as diverged."""
+
+
 class LossType(enum.Enum):
   SOFTMAX_CROSS_ENTROPY = 0
   SIGMOID_CROSS_ENTROPY = 1
@@ -141,6 +145,8 @@ class Submission:
   data_selection: Callable[..., Batch]
   # Defaults merged under the trial's hyperparameters (submission's own knobs).
   default_hparams: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  # Hyperparameter names it understands (module ``HPARAMS``); None: unchecked.
+  hparam_names: frozenset[str] | None = None
   source: str = ""
 
 

@@ -1,0 +1,226 @@
+"""``algoperf-avg``: run, benchmark, list, new-submission, score, plot.
+
+Every command validates all of its input before it writes anything; bad input
+prints one ``error: ...`` line and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+from absl import app, flags
+
+from algoperf_avg import spec
+
+COMMANDS = ("run", "benchmark", "list", "new-submission", "score", "plot")
+
+_WORKLOAD = flags.DEFINE_string("workload", "ogbg", "Registered workload name.")
+_SIZE = flags.DEFINE_string("size", "small", "Workload size: full or small.")
+_SUBMISSION = flags.DEFINE_string(
+    "submission", "nadamw", "Submission name (see submissions/) or path to a .py file."
+)
+_SUBMISSIONS = flags.DEFINE_list(
+    "submissions", ["nadamw", "nadamw_ema"], "benchmark: submissions to compare."
+)
+_SEARCH_SPACE = flags.DEFINE_string(
+    "tuning_search_space", None,
+    "Search-space JSON (AlgoPerf format). Default: the workload's reference "
+    "hyperparameters plus the submission's defaults, one trial.",
+)
+_NUM_TRIALS = flags.DEFINE_integer("num_tuning_trials", 1, "Trials to run.", lower_bound=1)
+_EXPERIMENT_DIR = flags.DEFINE_string(
+    "experiment_dir", None,
+    "Where logs go: EXP/study_0/<workload>_jax/trial_<i>/ (run), "
+    "EXP/<submission>/study_0/... (benchmark).",
+)
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Dataset folder (full sizes).")
+_RNG_SEED = flags.DEFINE_integer("rng_seed", 0, "Seed of the first trial.")
+_MAX_STEPS = flags.DEFINE_integer("max_global_steps", None, "Stop after this many steps.")
+_EVAL_EVERY = flags.DEFINE_integer(
+    "eval_every_steps", None, "Evaluate every N steps instead of every eval period."
+)
+_STOP_AT_TARGET = flags.DEFINE_boolean(
+    "stop_at_target", True, "Stop a trial once the validation target is reached."
+)
+_RULESET = flags.DEFINE_enum("ruleset", "external", ["external", "self"], "Tuning ruleset.")
+_REFERENCE = flags.DEFINE_string("reference", None, "score: reference submission.")
+_STEPS = flags.DEFINE_boolean("steps", False, "score: report steps instead of seconds.")
+_OUT = flags.DEFINE_string("out", None, "Output file (score CSV, new-submission) or folder (plot).")
+
+
+def _fail(message: str) -> None:
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+def _parse_flags(argv: Sequence[str]) -> list[str]:
+  try:
+    return flags.FLAGS(list(argv))
+  except flags.Error as e:
+    _fail(str(e))
+  return []
+
+
+def _experiment_dir(default: str) -> str:
+  return _EXPERIMENT_DIR.value or default
+
+
+# --------------------------------------------------------------------- run
+
+
+def _prepare_run(submission_ref: str):
+  """Validate workload, submission, search space, data dir; write nothing."""
+  from algoperf_avg import registry, tuning
+
+  workload = registry.get_workload(_WORKLOAD.value, _SIZE.value)
+  if workload.requires_data_dir and not (
+      _DATA_DIR.value and os.path.isdir(_DATA_DIR.value)
+  ):
+    raise spec.UsageError(
+        f"workload {workload.workload_id} reads its dataset from disk: pass "
+        f"--data_dir=DIR (got {_DATA_DIR.value!r}); or use --size=small"
+    )
+  submission = registry.load_submission(submission_ref)
+  if _SEARCH_SPACE.value:
+    space = tuning.load_search_space(_SEARCH_SPACE.value)
+    trials = tuning.sample_trials(space, _NUM_TRIALS.value, seed=_RNG_SEED.value)
+  else:
+    trials = [{}] * _NUM_TRIALS.value
+  if submission.hparam_names is not None:
+    allowed = submission.hparam_names | set(workload.reference_hparams)
+    for t in trials:
+      tuning.check_hparam_names(t, allowed)
+  return workload, submission, trials
+
+
+def _run_trials(workload, submission, trials, experiment_dir: str, seed: int):
+  from algoperf_avg import logs, runner
+  from algoperf_avg.progress import ProgressBar
+
+  results = []
+  for index, trial_hparams in enumerate(trials, start=1):
+    log_dir = logs.trial_dir(experiment_dir, 0, workload.workload_id, index)
+    hparams = runner.resolve_hparams(workload, submission, trial_hparams)
+    bar = ProgressBar(f"{submission.name} trial {index}/{len(trials)}")
+    options = runner.RunOptions(
+        max_global_steps=_MAX_STEPS.value,
+        eval_every_steps=_EVAL_EVERY.value,
+        stop_at_target=_STOP_AT_TARGET.value,
+        budget_multiplier=1.5 if _RULESET.value == "self" else 1.0,
+        flags=flags.FLAGS.flag_values_dict(),
+        progress=bar.update,
+    )
+    result = runner.train_once(
+        workload, submission, hparams, seed + index - 1, _DATA_DIR.value, log_dir, options
+    )
+    bar.close()
+    results.append(result)
+  return results
+
+
+def _cmd_run() -> None:
+  from algoperf_avg.progress import format_summary
+
+  workload, submission, trials = _prepare_run(_SUBMISSION.value)
+  exp = _experiment_dir(os.path.join("experiments", submission.name))
+  results = _run_trials(workload, submission, trials, exp, _RNG_SEED.value)
+  print(format_summary(workload, [(submission.name, r) for r in results]))
+  print(f"logs: {os.path.abspath(exp)}")
+
+
+def _cmd_benchmark() -> None:
+  """Several submissions on one workload, one trial each, then a comparison."""
+  from algoperf_avg.progress import format_summary
+
+  prepared = [(ref, *_prepare_run(ref)) for ref in _SUBMISSIONS.value]
+  exp = _experiment_dir(os.path.join("experiments", "benchmark"))
+  rows = []
+  for _, workload, submission, trials in prepared:
+    results = _run_trials(
+        workload, submission, trials[:1], os.path.join(exp, submission.name), _RNG_SEED.value
+    )
+    rows.append((submission.name, results[0]))
+  print(format_summary(prepared[0][1], rows))
+  print(f"logs: {os.path.abspath(exp)}  (score them: algoperf-avg score {exp})")
+
+
+# -------------------------------------------------------------- the others
+
+
+def _cmd_list() -> None:
+  from algoperf_avg import registry
+
+  header = f"{'workload':<22}{'size':<7}{'params':>12}  {'metric':<26}{'target':>10}{'step_hint':>10}{'budget_s':>10}"
+  print(header)
+  for name in sorted(registry.WORKLOADS):
+    cls = registry.workload_class(name)
+    for size in cls.sizes:
+      d = cls(size).describe()
+      arrow = ">" if d["direction"] == "max" else "<"
+      print(
+          f"{name:<22}{size:<7}{d['params']:>12,}  {d['metric']:<26}"
+          f"{arrow}{d['validation_target']:>9g}{d['step_hint']:>10,}{d['max_runtime_sec']:>10,.0f}"
+      )
+
+
+def _cmd_new_submission(args: list[str]) -> None:
+  from algoperf_avg.templates import write_submission_template
+
+  if len(args) != 1:
+    raise spec.UsageError("usage: algoperf-avg new-submission NAME [--out PATH]")
+  path = write_submission_template(args[0], _OUT.value)
+  print(f"wrote {path}\ntry it: algoperf-avg run --submission={path} --workload=ogbg --size=small")
+
+
+def _cmd_score(args: list[str]) -> None:
+  from algoperf_avg import scoring
+
+  if len(args) != 1:
+    raise spec.UsageError("usage: algoperf-avg score EXP_DIR [--ruleset external|self] [--reference NAME] [--steps] [--out CSV]")
+  print(scoring.score_command(
+      args[0], ruleset=_RULESET.value, reference=_REFERENCE.value, steps=_STEPS.value,
+      out_csv=_OUT.value,
+  ))
+
+
+def _cmd_plot(args: list[str]) -> None:
+  from algoperf_avg import plots
+
+  if len(args) != 1:
+    raise spec.UsageError("usage: algoperf-avg plot EXP_DIR --out DIR")
+  for path in plots.plot_command(args[0], _OUT.value or "plots"):
+    print(f"wrote {path}")
+
+
+def main(argv: Sequence[str]) -> None:
+  """Dispatch ``algoperf-avg COMMAND [args] [--flags]``."""
+  if len(argv) < 2 or argv[1] not in COMMANDS:
+    given = f" {argv[1]!r}" if len(argv) > 1 else ""
+    _fail(f"unknown command{given}; choose one of: {', '.join(COMMANDS)}")
+  command, args = argv[1], list(argv[2:])
+  handlers = {
+      "run": lambda: _cmd_run(),
+      "benchmark": lambda: _cmd_benchmark(),
+      "list": lambda: _cmd_list(),
+      "new-submission": lambda: _cmd_new_submission(args),
+      "score": lambda: _cmd_score(args),
+      "plot": lambda: _cmd_plot(args),
+  }
+  try:
+    handlers[command]()
+  except spec.UsageError as e:
+    _fail(str(e))
+  except KeyboardInterrupt:
+    print("\ninterrupted; logs written so far are complete", file=sys.stderr)
+    sys.exit(130)
+
+
+def run() -> None:
+  """Console-script entry point."""
+  app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,318 @@
+"""The fixed-budget training loop: AlgoPerf's timing rules, async-correct.
+
+What counts as submission time (the ``score`` column): data selection, the
+update (compilation included), and `prepare_for_eval`. Evaluation and logging
+are timed separately and excluded. Unlike AlgoPerf's JAX runner, the clock is
+read only after the device has finished the step (`jax.block_until_ready`), so
+work queued by an asynchronous update cannot slip into the untimed eval.
+
+Training stops when the submission time reaches the budget
+(`max_allowed_runtime_sec` x ruleset multiplier), at ``max_global_steps``, when
+the submission raises `TrainingCompleteError`, when the loss diverges, or, with
+``stop_at_target``, once the validation target is reached. An evaluation runs
+whenever ``eval_period_time_sec`` of wall time has passed since the last one
+(or every ``eval_every_steps`` steps, for reproducible step-based runs), and
+once more at the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+
+from algoperf_avg import logs, spec
+
+_now = time.perf_counter
+
+
+@dataclasses.dataclass
+class RunOptions:
+  """Knobs of one trial that are not hyperparameters."""
+
+  max_global_steps: int | None = None
+  eval_every_steps: int | None = None  # None: AlgoPerf's time-based cadence
+  stop_at_target: bool = True  # stop once the validation target is reached
+  budget_multiplier: float = 1.0  # 1.5 under the self-tuning ruleset
+  log_online_metrics: bool = True  # validation_online/* for averaged eval weights
+  flags: Mapping[str, Any] | None = None  # written to flags_<p>.json
+  progress: Callable[[Progress], None] | None = None
+
+
+@dataclasses.dataclass
+class Progress:
+  """What the progress display gets after each step."""
+
+  global_step: int
+  submission_time: float
+  budget: float
+  latest_metric: float | None
+  metric_name: str
+
+
+@dataclasses.dataclass
+class TrialResult:
+  """Outcome of `train_once`."""
+
+  log_dir: str | None
+  status: str  # "completed" | "diverged"
+  global_step: int
+  accumulated_submission_time: float
+  reached_target: bool
+  steps_to_target: int | None
+  time_to_target: float | None
+  eval_rows: list[dict[str, Any]]
+  message: str = ""
+
+
+def resolve_hparams(
+    workload: spec.Workload,
+    submission: spec.Submission,
+    trial_hparams: Mapping[str, Any] | None,
+) -> spec.Hyperparameters:
+  """Trial values over the submission's defaults over the workload's reference."""
+  merged = dict(workload.reference_hparams)
+  merged.update(submission.default_hparams)
+  merged.update(trial_hparams or {})
+  return spec.Hyperparameters(merged)
+
+
+def global_batch_size(workload: spec.Workload, submission: spec.Submission) -> int:
+  """The submission's batch size for this workload, or the workload default."""
+  size = submission.get_batch_size(workload.workload_id)
+  return int(size) if size else workload.default_batch_size
+
+
+def _unpack_prepared(prepared: Any, params: Any, model_state: Any):
+  """Accept AlgoPerf's 3-tuple or our `PreparedForEval`."""
+  if isinstance(prepared, spec.PreparedForEval):
+    eval_params = prepared.eval_params if prepared.eval_params is not None else prepared.params
+    eval_state = (
+        prepared.eval_model_state if prepared.eval_model_state is not None
+        else prepared.model_state
+    )
+    averaged = prepared.eval_params is not None
+    return (prepared.optimizer_state, prepared.params, prepared.model_state,
+            eval_params, eval_state, averaged)
+  optimizer_state, params, model_state = prepared
+  return optimizer_state, params, model_state, params, model_state, False
+
+
+def _finite(metrics: Mapping[str, float]) -> bool:
+  return all(math.isfinite(v) for k, v in metrics.items() if k.endswith("/loss"))
+
+
+class _Trial:
+  """State of one running trial (kept out of `train_once` for readability)."""
+
+  def __init__(self, workload, submission, hparams, rng_seed, data_dir, log_dir, options):
+    self.workload = workload
+    self.submission = submission
+    self.hparams = hparams
+    self.data_dir = data_dir
+    self.log_dir = log_dir
+    self.options = options
+    self.budget = workload.max_allowed_runtime_sec * options.budget_multiplier
+    self.batch_size = global_batch_size(workload, submission)
+    self.rng = jax.random.key(rng_seed)
+    self.rng_seed = rng_seed
+    self.global_step = 0
+    self.submission_time = 0.0
+    self.eval_time = 0.0
+    self.logging_time = 0.0
+    self.eval_results: list[tuple[int, dict[str, float]]] = []
+    self.first_target: tuple[int, float] | None = None
+    self.logger = logs.MetricsLogger(log_dir) if log_dir else None
+
+  def write_start_files(self) -> None:
+    if not self.log_dir:
+      return
+    os.makedirs(self.log_dir, exist_ok=True)
+    logs.write_json(os.path.join(self.log_dir, "hparams.json"), self.hparams.to_dict())
+    logs.write_json(
+        os.path.join(self.log_dir, "meta_data_0.json"),
+        logs.meta_data(self.workload, self.rng_seed, {
+            "submission": self.submission.name,
+            "submission_source": self.submission.source,
+            "global_batch_size": self.batch_size,
+            "budget_sec": self.budget,
+        }),
+    )
+    logs.write_json(os.path.join(self.log_dir, "flags_0.json"), dict(self.options.flags or {}))
+    self.write_status("running")
+
+  def write_status(self, status: str, message: str = "") -> None:
+    if self.log_dir:
+      logs.write_json(
+          os.path.join(self.log_dir, "status.json"),
+          {"status": status, "message": message, "global_step": self.global_step},
+      )
+
+  def evaluate(self, params, model_state, eval_params, eval_state, averaged, rng, start):
+    """Untimed evaluation; returns the logged row."""
+    t0 = _now()
+    workload = self.workload
+    metrics = workload.eval_model(
+        workload.eval_batch_size, eval_params, eval_state, rng, self.data_dir
+    )
+    if averaged and self.options.log_online_metrics:
+      online = workload.eval_model(
+          workload.eval_batch_size, params, model_state, rng, self.data_dir,
+          splits=("validation",),
+      )
+      metrics.update({
+          logs.ONLINE_PREFIX + k.split("/", 1)[1]: v for k, v in online.items()
+      })
+    t1 = _now()
+    self.eval_time += t1 - t0
+    row = {
+        "global_step": self.global_step,
+        "preemption_count": 0,
+        "score": self.submission_time,
+        "accumulated_submission_time": self.submission_time,
+        "accumulated_eval_time": self.eval_time,
+        "accumulated_logging_time": self.logging_time,
+        "total_duration": t1 - start,
+        **metrics,
+    }
+    self.eval_results.append((self.global_step, metrics))
+    if self.first_target is None and workload.has_reached_validation_target(metrics):
+      self.first_target = (self.global_step, self.submission_time)
+    if self.logger:
+      self.logger.append(row)
+    self.logging_time += _now() - t1
+    return row
+
+
+def train_once(
+    workload: spec.Workload,
+    submission: spec.Submission,
+    hparams: spec.Hyperparameters,
+    rng_seed: int,
+    data_dir: str | None,
+    log_dir: str | None,
+    options: RunOptions | None = None,
+) -> TrialResult:
+  """Train one trial under AlgoPerf's fixed-budget rules; log as AlgoPerf does.
+
+  Args:
+    workload: the workload instance (its size fixes targets and budget).
+    submission: a loaded submission (`registry.load_submission`).
+    hparams: resolved hyperparameters (`resolve_hparams`).
+    rng_seed: seed of everything random in the trial.
+    data_dir: dataset folder (None for sizes that generate their data).
+    log_dir: the trial folder (``logs.trial_dir``), or None to log nothing.
+    options: stopping, eval cadence and display options.
+
+  Returns:
+    A `TrialResult`; the same numbers are in ``log_dir``.
+  """
+  options = options or RunOptions()
+  trial = _Trial(workload, submission, hparams, rng_seed, data_dir, log_dir, options)
+  trial.write_start_files()
+  data_rng, opt_rng, model_rng, rng = jax.random.split(trial.rng, 4)
+  input_queue = workload.build_input_queue(data_rng, "train", data_dir, trial.batch_size)
+  params, model_state = workload.init_model_fn(model_rng)
+  optimizer_state = submission.init_optimizer_state(
+      workload, params, model_state, hparams, opt_rng
+  )
+  jax.block_until_ready((params, optimizer_state))
+
+  start = _now()
+  last_step_end = start
+  last_eval_end = -math.inf  # AlgoPerf evaluates right after the first step
+  done = False
+  status, message = "completed", ""
+  latest_metric = None
+  metric_key = f"validation/{workload.target_metric_name}"
+  batch = None
+  while not done:
+    step_rng = jax.random.fold_in(rng, trial.global_step)
+    select_rng, update_rng, prep_rng, eval_rng = jax.random.split(step_rng, 4)
+    try:
+      batch = submission.data_selection(
+          workload, input_queue, optimizer_state, params, model_state, hparams,
+          trial.global_step, select_rng,
+      )
+      optimizer_state, params, model_state = submission.update_params(
+          workload, params, workload.model_params_types, model_state, hparams,
+          batch, workload.loss_type, optimizer_state, trial.eval_results,
+          trial.global_step, update_rng,
+      )
+      # The async-correct clock: wait for the device before reading the time.
+      jax.block_until_ready((optimizer_state, params, model_state))
+    except spec.TrainingCompleteError:
+      done = True
+    except spec.DivergedError as e:
+      status, message, done = "diverged", str(e), True
+    else:
+      trial.global_step += 1
+    step_end = _now()
+    trial.submission_time += step_end - last_step_end
+    if options.max_global_steps and trial.global_step >= options.max_global_steps:
+      done = True
+    if trial.submission_time >= trial.budget:
+      done = True
+    if options.eval_every_steps:
+      eval_due = trial.global_step % options.eval_every_steps == 0
+    else:
+      eval_due = step_end - last_eval_end >= workload.eval_period_time_sec
+    if (eval_due or done) and status != "diverged":
+      del batch
+      batch = None
+      prep_start = _now()
+      prepared = submission.prepare_for_eval(
+          workload, params, workload.model_params_types, model_state, hparams,
+          workload.loss_type, optimizer_state, trial.eval_results,
+          trial.global_step, prep_rng,
+      )
+      (optimizer_state, params, model_state, eval_params, eval_state,
+       averaged) = _unpack_prepared(prepared, params, model_state)
+      jax.block_until_ready((optimizer_state, params, eval_params, eval_state))
+      trial.submission_time += _now() - prep_start
+      row = trial.evaluate(
+          params, model_state, eval_params, eval_state, averaged, eval_rng, start
+      )
+      latest_metric = row.get(metric_key)
+      last_eval_end = _now()
+      if not _finite(row):
+        status, message, done = "diverged", f"non-finite eval loss at step {trial.global_step}", True
+      elif options.stop_at_target and trial.first_target is not None:
+        done = True
+    if options.progress:
+      options.progress(Progress(
+          trial.global_step, trial.submission_time, trial.budget, latest_metric,
+          workload.target_metric_name,
+      ))
+    last_step_end = _now()
+
+  if status == "diverged" and trial.logger:
+    # One row marks the divergence, so scorers count the trial as missed.
+    trial.logger.append({
+        "global_step": trial.global_step, "preemption_count": 0,
+        "score": trial.submission_time,
+        "accumulated_submission_time": trial.submission_time,
+        "accumulated_eval_time": trial.eval_time,
+        "accumulated_logging_time": trial.logging_time,
+        "total_duration": _now() - start, "diverged": 1,
+    })
+  trial.write_status(status, message)
+  first = trial.first_target
+  return TrialResult(
+      log_dir=log_dir,
+      status=status,
+      global_step=trial.global_step,
+      accumulated_submission_time=trial.submission_time,
+      reached_target=first is not None,
+      steps_to_target=first[0] if first else None,
+      time_to_target=first[1] if first else None,
+      eval_rows=list(trial.logger.rows) if trial.logger else [
+          {"global_step": s, **m} for s, m in trial.eval_results
+      ],
+      message=message,
+  )

@@ -1,0 +1,215 @@
+"""The fixed-budget runner: timing rules, stopping, logs, divergence."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from algoperf_avg import logs, registry, runner, spec
+from tests.toy import ToyWorkload
+
+
+def _algoperf_submission(update, prepare=None, name="custom"):
+  """A five-function submission around ``update(params) -> params``."""
+
+  def init_optimizer_state(workload, params, model_state, hparams, rng):
+    return {"count": jnp.zeros([], jnp.int32)}
+
+  def update_params(workload, params, types, model_state, hparams, batch, loss_type,
+                    opt_state, eval_results, global_step, rng):
+    return {"count": opt_state["count"] + 1}, update(params), model_state
+
+  def prepare_for_eval(workload, params, types, model_state, hparams, loss_type,
+                       opt_state, eval_results, global_step, rng):
+    if prepare:
+      prepare()
+    return opt_state, params, model_state
+
+  def data_selection(workload, queue, opt_state, params, model_state, hparams, step, rng):
+    return next(queue)
+
+  return spec.Submission(
+      name=name, get_batch_size=lambda _: 32,
+      init_optimizer_state=init_optimizer_state, update_params=update_params,
+      prepare_for_eval=prepare_for_eval, data_selection=data_selection,
+  )
+
+
+def _train(workload, submission, tmp_path=None, hparams=None, **options):
+  log_dir = str(tmp_path / "trial_1") if tmp_path else None
+  hp = runner.resolve_hparams(workload, submission, hparams)
+  return runner.train_once(workload, submission, hp, 0, None, log_dir,
+                           runner.RunOptions(**options))
+
+
+class SlowEvalToy(ToyWorkload):
+  """Evaluation sleeps, so excluded eval time is easy to see."""
+
+  eval_sleep = 0.15
+
+  def eval_model_on_split(self, *args, **kwargs):
+    time.sleep(self.eval_sleep)
+    return super().eval_model_on_split(*args, **kwargs)
+
+
+def test_eval_time_is_excluded_from_submission_time(tmp_path):
+  workload = SlowEvalToy(validation_target=2.0)  # unreachable: no early stop
+  result = _train(workload, registry.load_submission("nadamw"), tmp_path,
+                  max_global_steps=6, eval_every_steps=1)
+  rows = logs.read_rows(str(tmp_path / "trial_1" / "eval_measurements.csv"))
+  assert len(rows) == 6
+  # Two splits (train, validation) sleep per eval.
+  assert rows[-1]["accumulated_eval_time"] >= 6 * 2 * workload.eval_sleep
+  # The submission clock never saw those sleeps.
+  assert result.accumulated_submission_time < 6 * 2 * workload.eval_sleep
+  assert rows[-1]["total_duration"] >= rows[-1]["accumulated_eval_time"]
+
+
+def _slow_device_fn():
+  """A jitted function whose device work takes ~0.1-0.3 s on this CPU."""
+  w = jax.random.normal(jax.random.key(0), (384, 384)) / 20.0
+
+  @jax.jit
+  def slow(params):
+    x = jnp.tile(params["kernel"][:1, :1], (384, 384))
+    x = jax.lax.fori_loop(0, 400, lambda i, x: jnp.tanh(x @ w), x)
+    return jax.tree.map(lambda p: p + 0.0 * x.sum(), params)
+
+  return slow
+
+
+def test_clock_waits_for_asynchronous_device_work(tmp_path):
+  workload = ToyWorkload(validation_target=2.0)
+  params, _ = workload.init_model_fn(jax.random.key(0))
+  slow = _slow_device_fn()
+  jax.block_until_ready(slow(params))  # compile
+  t0 = time.perf_counter()
+  jax.block_until_ready(slow(params))
+  device_time = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  pending = slow(params)
+  dispatch_time = time.perf_counter() - t0
+  jax.block_until_ready(pending)
+  # The premise: the call returns long before the device is done.
+  assert dispatch_time < device_time / 3, (dispatch_time, device_time)
+
+  steps = 4
+  result = _train(workload, _algoperf_submission(slow), tmp_path,
+                  max_global_steps=steps, eval_every_steps=steps)
+  # Every step's device work is counted as submission time ...
+  assert result.accumulated_submission_time >= 0.8 * steps * device_time
+  # ... and none of it leaked into the (untimed) evaluation.
+  rows = logs.read_rows(str(tmp_path / "trial_1" / "eval_measurements.csv"))
+  assert rows[-1]["accumulated_eval_time"] < device_time
+
+
+def test_prepare_for_eval_is_timed(tmp_path):
+  workload = ToyWorkload(validation_target=2.0)
+  sub = _algoperf_submission(lambda p: p, prepare=lambda: time.sleep(0.2))
+  result = _train(workload, sub, tmp_path, max_global_steps=3, eval_every_steps=1)
+  assert result.accumulated_submission_time >= 3 * 0.2
+
+
+def test_stops_when_validation_target_reached(tmp_path):
+  workload = ToyWorkload(validation_target=0.8)
+  result = _train(workload, registry.load_submission("nadamw"), tmp_path,
+                  max_global_steps=300, eval_every_steps=5)
+  assert result.reached_target and result.status == "completed"
+  assert result.global_step < 300
+  rows = result.eval_rows
+  first = next(r for r in rows if r["validation/accuracy"] > 0.8)
+  assert result.steps_to_target == first["global_step"] == rows[-1]["global_step"]
+  assert result.time_to_target == pytest.approx(first["score"])
+
+
+def test_keeps_training_past_target_without_flag():
+  workload = ToyWorkload(validation_target=0.8)
+  result = _train(workload, registry.load_submission("nadamw"),
+                  max_global_steps=60, eval_every_steps=20, stop_at_target=False)
+  assert result.global_step == 60 and result.reached_target
+  assert [r["global_step"] for r in result.eval_rows] == [20, 40, 60]
+
+
+def test_stops_at_budget_with_a_final_eval():
+  workload = ToyWorkload(validation_target=2.0, max_runtime_sec=0.5,
+                         eval_period_sec=1000.0)
+  sub = _algoperf_submission(lambda p: (time.sleep(0.1), p)[1])
+  result = _train(workload, sub)
+  assert 0.5 <= result.accumulated_submission_time < 0.5 + 0.3
+  assert 4 <= result.global_step <= 7
+  # Time-based cadence: once after the first step, once at the end.
+  assert [r["global_step"] for r in result.eval_rows] == [1, result.global_step]
+
+
+def test_self_tuning_budget_multiplier():
+  workload = ToyWorkload(validation_target=2.0, max_runtime_sec=0.2,
+                         eval_period_sec=1000.0)
+  sub = _algoperf_submission(lambda p: (time.sleep(0.05), p)[1])
+  result = _train(workload, sub, budget_multiplier=1.5)
+  assert 0.3 <= result.accumulated_submission_time < 0.3 + 0.2
+
+
+def test_log_layout_and_columns(tmp_path):
+  exp = tmp_path / "exp"
+  trial = logs.trial_dir(str(exp), 0, "toy_small", 1)
+  assert trial == str(exp / "study_0" / "toy_small_jax" / "trial_1")
+  workload = ToyWorkload(validation_target=2.0)
+  sub = registry.load_submission("nadamw")
+  hp = runner.resolve_hparams(workload, sub, {"learning_rate": 0.02})
+  runner.train_once(workload, sub, hp, 3, None, trial,
+                    runner.RunOptions(max_global_steps=4, eval_every_steps=2,
+                                      flags={"workload": "toy"}))
+  files = sorted(os.listdir(trial))
+  assert files == ["eval_measurements.csv", "flags_0.json", "hparams.json",
+                   "meta_data_0.json", "status.json"]
+  with open(os.path.join(trial, "eval_measurements.csv")) as f:
+    header = next(csv.reader(f))
+  assert header[:7] == ["global_step", "preemption_count", "score",
+                        "accumulated_submission_time", "accumulated_eval_time",
+                        "accumulated_logging_time", "total_duration"]
+  assert {"train/loss", "train/accuracy", "validation/loss",
+          "validation/accuracy"} <= set(header)
+  hparams = json.load(open(os.path.join(trial, "hparams.json")))
+  assert hparams["learning_rate"] == 0.02 and hparams["beta2"] == 0.99
+  meta = json.load(open(os.path.join(trial, "meta_data_0.json")))
+  assert meta["workload_id"] == "toy_small" and meta["rng_seed"] == 3
+  assert json.load(open(os.path.join(trial, "status.json")))["status"] == "completed"
+  assert not [f for f in os.listdir(trial) if f.endswith(".tmp")]
+
+
+def test_divergence_is_recorded_not_raised(tmp_path):
+  workload = ToyWorkload(validation_target=2.0)
+  sub = registry.load_submission("nadamw")
+  result = _train(workload, sub, tmp_path, hparams={"learning_rate": float("nan")},
+                  max_global_steps=50, eval_every_steps=10)
+  assert result.status == "diverged" and not result.reached_target
+  # Step 1 makes the weights NaN; step 2 sees a NaN loss and ends the trial.
+  assert result.global_step == 1
+  rows = logs.read_rows(str(tmp_path / "trial_1" / "eval_measurements.csv"))
+  assert rows[-1]["diverged"] == 1
+  status = json.load(open(tmp_path / "trial_1" / "status.json"))
+  assert status["status"] == "diverged" and "nan" in status["message"].lower()
+
+
+def test_averaged_eval_logs_online_metrics_too(tmp_path):
+  workload = ToyWorkload(validation_target=2.0)
+  path = tmp_path / "zero_eval.py"
+  path.write_text(
+      "import jax, jax.numpy as jnp\n"
+      "from submissions import nadamw\n"
+      "make_optimizer = nadamw.make_optimizer\n"
+      "def eval_params(opt_state, params):\n"
+      "  return jax.tree.map(jnp.zeros_like, params)\n"
+  )
+  result = _train(workload, registry.load_submission(str(path)),
+                  max_global_steps=30, eval_every_steps=30)
+  row = result.eval_rows[-1]
+  # Zero weights predict class 0 for everything; the online weights learned.
+  assert row["validation/accuracy"] < 0.5
+  assert row["validation_online/accuracy"] > 0.8
