@@ -112,9 +112,18 @@ def _run_trials(workload, submission, trials, experiment_dir: str, seed: int):
         flags=flags.FLAGS.flag_values_dict(),
         progress=bar.update,
     )
-    result = runner.train_once(
-        workload, submission, hparams, seed + index - 1, _DATA_DIR.value, log_dir, options
-    )
+    try:
+      result = runner.train_once(
+          workload, submission, hparams, seed + index - 1, _DATA_DIR.value, log_dir,
+          options,
+      )
+    except spec.UsageError:
+      raise
+    except Exception as e:  # one failed trial does not stop the study
+      bar.close()
+      print(f"trial {index} of {submission.name} failed ({log_dir}): "
+            f"{type(e).__name__}: {e}", file=sys.stderr)
+      continue
     bar.close()
     results.append(result)
   return results

@@ -26,7 +26,7 @@ from typing import Any
 
 import jax
 
-from algoperf_avg import logs, spec
+from algoperf_avg import logs, sharding, spec
 
 _now = time.perf_counter
 
@@ -41,6 +41,7 @@ class RunOptions:
   budget_multiplier: float = 1.0  # 1.5 under the self-tuning ruleset
   log_online_metrics: bool = True  # validation_online/* for averaged eval weights
   flags: Mapping[str, Any] | None = None  # written to flags_<p>.json
+  mesh: Any = None  # jax.sharding.Mesh; None: all devices (sharding.make_mesh)
   progress: Callable[[Progress], None] | None = None
 
 
@@ -215,11 +216,28 @@ def train_once(
   options = options or RunOptions()
   trial = _Trial(workload, submission, hparams, rng_seed, data_dir, log_dir, options)
   trial.write_start_files()
+  try:
+    return _train_loop(trial)
+  except Exception as e:
+    # The logs written so far stay valid; status.json says what went wrong.
+    trial.write_status("failed", f"{type(e).__name__}: {e}")
+    raise
+
+
+def _train_loop(trial: _Trial) -> TrialResult:
+  """The loop of `train_once` (see there)."""
+  workload, submission, hparams = trial.workload, trial.submission, trial.hparams
+  options, data_dir, log_dir = trial.options, trial.data_dir, trial.log_dir
+  mesh = options.mesh or sharding.make_mesh()
   data_rng, opt_rng, model_rng, rng = jax.random.split(trial.rng, 4)
-  input_queue = workload.build_input_queue(data_rng, "train", data_dir, trial.batch_size)
-  params, model_state = workload.init_model_fn(model_rng)
-  optimizer_state = submission.init_optimizer_state(
-      workload, params, model_state, hparams, opt_rng
+  # Batches are split over the devices; everything else is replicated.
+  input_queue = sharding.sharded_iterator(
+      workload.build_input_queue(data_rng, "train", data_dir, trial.batch_size), mesh
+  )
+  params, model_state = sharding.replicate(workload.init_model_fn(model_rng), mesh)
+  optimizer_state = sharding.replicate(
+      submission.init_optimizer_state(workload, params, model_state, hparams, opt_rng),
+      mesh,
   )
   jax.block_until_ready((params, optimizer_state))
 

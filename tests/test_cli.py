@@ -1,0 +1,125 @@
+"""The CLI: bad input gives one clear line and exit code 2, and writes nothing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def cli(*args, cwd=None, timeout=300):
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  return subprocess.run(
+      [sys.executable, "-m", "algoperf_avg.cli", *args],
+      capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout,
+  )
+
+
+def assert_usage_error(result, *fragments):
+  assert result.returncode == 2, result.stderr
+  lines = [line for line in result.stderr.splitlines() if line.strip()]
+  assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+  assert "Traceback" not in result.stderr
+  for fragment in fragments:
+    assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture
+def exp(tmp_path):
+  return tmp_path / "exp"
+
+
+def test_unknown_command():
+  assert_usage_error(cli("frobnicate"), "unknown command", "run")
+
+
+def test_unknown_flag():
+  assert_usage_error(cli("run", "--no_such_flag=1"), "no_such_flag")
+
+
+def test_unknown_workload_suggests_and_writes_nothing(exp):
+  result = cli("run", "--workload=ogbgg", f"--experiment_dir={exp}")
+  assert_usage_error(result, "unknown workload 'ogbgg'", "did you mean 'ogbg'")
+  assert not exp.exists()
+
+
+def test_unknown_size(exp):
+  assert_usage_error(cli("run", "--size=huge", f"--experiment_dir={exp}"),
+                     "no size 'huge'")
+  assert not exp.exists()
+
+
+def test_full_size_needs_a_data_dir(exp, tmp_path):
+  result = cli("run", "--size=full", f"--data_dir={tmp_path / 'missing'}",
+               f"--experiment_dir={exp}")
+  assert_usage_error(result, "--data_dir")
+  assert not exp.exists()
+
+
+def test_missing_submission_file(exp, tmp_path):
+  result = cli("run", f"--submission={tmp_path / 'nope.py'}", f"--experiment_dir={exp}")
+  assert_usage_error(result, "does not exist")
+  assert not exp.exists()
+
+
+def test_unknown_submission_name(exp):
+  assert_usage_error(cli("run", "--submission=nadamv", f"--experiment_dir={exp}"),
+                     "unknown submission 'nadamv'", "nadamw")
+
+
+def test_submission_missing_functions(exp, tmp_path):
+  path = tmp_path / "half.py"
+  path.write_text("def get_batch_size(name):\n  return 8\n")
+  result = cli("run", f"--submission={path}", f"--experiment_dir={exp}")
+  assert_usage_error(result, "make_optimizer", "update_params", "data_selection")
+  assert "get_batch_size," not in result.stderr  # it is there, so not listed
+  assert not exp.exists()
+
+
+def test_submission_that_does_not_import(exp, tmp_path):
+  path = tmp_path / "broken.py"
+  path.write_text("def make_optimizer(:\n")
+  assert_usage_error(cli("run", f"--submission={path}", f"--experiment_dir={exp}"),
+                     "could not import", "SyntaxError")
+  assert not exp.exists()
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ('{"learning_rate": {"min": 1e-3, "max": ', "space.json"),
+    ('{"learning_rate": {"min": 1e-3, "max": 1e-2, "scaling": "cubic"}}', "cubic"),
+    ("[1, 2, 3]", "space.json"),
+])
+def test_malformed_search_space(exp, tmp_path, text, fragment):
+  path = tmp_path / "space.json"
+  path.write_text(text)
+  result = cli("run", f"--tuning_search_space={path}", f"--experiment_dir={exp}")
+  assert_usage_error(result, fragment)
+  assert not exp.exists()
+
+
+def test_unknown_hyperparameter_name(exp, tmp_path):
+  path = tmp_path / "space.json"
+  path.write_text('{"learning_rte": {"feasible_points": [0.001]}}')
+  result = cli("run", f"--tuning_search_space={path}", f"--experiment_dir={exp}")
+  assert_usage_error(result, "learning_rte", "learning_rate")
+  assert not exp.exists()
+
+
+def test_missing_search_space_file(exp, tmp_path):
+  result = cli("run", f"--tuning_search_space={tmp_path / 'none.json'}",
+               f"--experiment_dir={exp}")
+  assert_usage_error(result, "none.json")
+  assert not exp.exists()
+
+
+def test_new_submission_refuses_to_overwrite(tmp_path):
+  first = cli("new-submission", "my_opt", f"--out={tmp_path / 'my_opt.py'}")
+  assert first.returncode == 0, first.stderr
+  again = cli("new-submission", "my_opt", f"--out={tmp_path / 'my_opt.py'}")
+  assert_usage_error(again, "already exists")
+  assert_usage_error(cli("new-submission", "not-valid", f"--out={tmp_path / 'x.py'}"),
+                     "identifier")

@@ -1,0 +1,51 @@
+"""Data parallelism: 1 and 8 simulated CPU devices train to the same numbers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+CHILD = """
+import json, sys
+import jax
+from algoperf_avg import registry, runner, sharding
+from tests.toy import ToyWorkload
+workload = ToyWorkload(validation_target=2.0)
+sub = registry.load_submission(sys.argv[1])
+hp = runner.resolve_hparams(workload, sub, {})
+result = runner.train_once(workload, sub, hp, 0, None, None,
+                           runner.RunOptions(max_global_steps=40, eval_every_steps=10))
+batch = next(sharding.sharded_iterator(
+    workload.build_input_queue(jax.random.key(0), "train", None, 32),
+    sharding.make_mesh()))
+print(json.dumps({"devices": jax.device_count(),
+                  "batch_shards": len(batch["inputs"].addressable_shards),
+                  "rows": result.eval_rows}))
+"""
+
+
+def run_child(num_devices, submission="nadamw"):
+  env = dict(os.environ, PYTHONPATH=ROOT,
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={num_devices}")
+  out = subprocess.run([sys.executable, "-c", CHILD, submission], capture_output=True,
+                       text=True, env=env, cwd=ROOT, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("submission", ["nadamw", "nadamw_ema"])
+def test_one_and_eight_devices_agree(submission):
+  one, eight = run_child(1, submission), run_child(8, submission)
+  assert one["devices"] == 1 and eight["devices"] == 8
+  assert eight["batch_shards"] == 8  # the batch really is split
+  assert [r["global_step"] for r in one["rows"]] == [10, 20, 30, 40]
+  for a, b in zip(one["rows"], eight["rows"]):
+    for key in ("train/loss", "validation/loss", "validation/accuracy"):
+      np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6)
