@@ -18,6 +18,7 @@ once more at the end.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import time
@@ -26,7 +27,7 @@ from typing import Any
 
 import jax
 
-from algoperf_avg import logs, sharding, spec
+from algoperf_avg import checkpoints, logs, sharding, spec
 
 _now = time.perf_counter
 
@@ -40,6 +41,7 @@ class RunOptions:
   stop_at_target: bool = True  # stop once the validation target is reached
   budget_multiplier: float = 1.0  # 1.5 under the self-tuning ruleset
   log_online_metrics: bool = True  # validation_online/* for averaged eval weights
+  save_checkpoints: bool = True  # after every eval, into <log_dir>/checkpoints
   flags: Mapping[str, Any] | None = None  # written to flags_<p>.json
   mesh: Any = None  # jax.sharding.Mesh; None: all devices (sharding.make_mesh)
   progress: Callable[[Progress], None] | None = None
@@ -108,8 +110,24 @@ def _finite(metrics: Mapping[str, float]) -> bool:
   return all(math.isfinite(v) for k, v in metrics.items() if k.endswith("/loss"))
 
 
+class _CountingIterator:
+  """Counts the batches taken, so a resumed run can skip exactly those."""
+
+  def __init__(self, iterator):
+    self.iterator = iterator
+    self.taken = 0
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    batch = next(self.iterator)
+    self.taken += 1
+    return batch
+
+
 class _Trial:
-  """State of one running trial (kept out of `train_once` for readability)."""
+  """Clocks, eval history and files of one trial (everything a checkpoint holds)."""
 
   def __init__(self, workload, submission, hparams, rng_seed, data_dir, log_dir, options):
     self.workload = workload
@@ -120,39 +138,112 @@ class _Trial:
     self.options = options
     self.budget = workload.max_allowed_runtime_sec * options.budget_multiplier
     self.batch_size = global_batch_size(workload, submission)
-    self.rng = jax.random.key(rng_seed)
     self.rng_seed = rng_seed
     self.global_step = 0
+    self.preemption_count = 0
+    self.batches_taken = 0
     self.submission_time = 0.0
     self.eval_time = 0.0
     self.logging_time = 0.0
+    self.duration_before = 0.0  # wall time of earlier (preempted) sessions
     self.eval_results: list[tuple[int, dict[str, float]]] = []
     self.first_target: tuple[int, float] | None = None
     self.logger = logs.MetricsLogger(log_dir) if log_dir else None
+    self.checkpoint_dir = (
+        os.path.join(log_dir, "checkpoints") if log_dir and options.save_checkpoints
+        else None
+    )
+
+  # ----- files ---------------------------------------------------------------
+
+  def check_same_run(self) -> None:
+    """Refuse to resume into a trial folder of another workload or submission."""
+    meta_path = os.path.join(self.log_dir or "", "meta_data_0.json")
+    if not self.log_dir or not os.path.exists(meta_path):
+      return
+    try:
+      with open(meta_path) as f:
+        meta = json.load(f)
+    except (OSError, ValueError) as e:
+      raise spec.UsageError(f"cannot read {meta_path}: {e}") from e
+    mine = {"workload_id": self.workload.workload_id, "submission": self.submission.name}
+    theirs = {k: meta.get(k) for k in mine}
+    if theirs != mine:
+      raise spec.UsageError(
+          f"{self.log_dir} holds a run of {theirs}, not {mine}; "
+          "use another --experiment_dir"
+      )
 
   def write_start_files(self) -> None:
     if not self.log_dir:
       return
+    p = self.preemption_count
     os.makedirs(self.log_dir, exist_ok=True)
     logs.write_json(os.path.join(self.log_dir, "hparams.json"), self.hparams.to_dict())
     logs.write_json(
-        os.path.join(self.log_dir, "meta_data_0.json"),
+        os.path.join(self.log_dir, f"meta_data_{p}.json"),
         logs.meta_data(self.workload, self.rng_seed, {
             "submission": self.submission.name,
             "submission_source": self.submission.source,
             "global_batch_size": self.batch_size,
             "budget_sec": self.budget,
+            "resumed_at_step": self.global_step,
         }),
     )
-    logs.write_json(os.path.join(self.log_dir, "flags_0.json"), dict(self.options.flags or {}))
+    logs.write_json(os.path.join(self.log_dir, f"flags_{p}.json"),
+                    dict(self.options.flags or {}))
     self.write_status("running")
 
   def write_status(self, status: str, message: str = "") -> None:
     if self.log_dir:
       logs.write_json(
           os.path.join(self.log_dir, "status.json"),
-          {"status": status, "message": message, "global_step": self.global_step},
+          {"status": status, "message": message, "global_step": self.global_step,
+           "preemption_count": self.preemption_count},
       )
+
+  # ----- checkpoints -----------------------------------------------------------
+
+  def save(self, state: dict[str, Any], start: float) -> None:
+    if not self.checkpoint_dir:
+      return
+    checkpoints.save_checkpoint(self.checkpoint_dir, self.global_step, state, {
+        "global_step": self.global_step,
+        "preemption_count": self.preemption_count,
+        "batches_taken": self.batches_taken,
+        "submission_time": self.submission_time,
+        "eval_time": self.eval_time,
+        "logging_time": self.logging_time,
+        "total_duration": _now() - start,
+        "eval_results": self.eval_results,
+        "eval_rows": self.logger.rows if self.logger else [],
+        "first_target": self.first_target,
+    })
+
+  def restore(self, template: dict[str, Any]) -> dict[str, Any] | None:
+    """Load the latest checkpoint into this trial; returns its state or None."""
+    if not self.checkpoint_dir:
+      return None
+    restored = checkpoints.restore_latest(self.checkpoint_dir, template)
+    if restored is None:
+      return None
+    meta = restored.metadata
+    self.global_step = int(meta["global_step"])
+    self.preemption_count = int(meta["preemption_count"]) + 1
+    self.batches_taken = int(meta["batches_taken"])
+    self.submission_time = float(meta["submission_time"])
+    self.eval_time = float(meta["eval_time"])
+    self.logging_time = float(meta["logging_time"])
+    self.duration_before = float(meta["total_duration"])
+    self.eval_results = [(int(s), dict(m)) for s, m in meta["eval_results"]]
+    self.first_target = tuple(meta["first_target"]) if meta["first_target"] else None
+    if self.logger:
+      # The checkpoint's rows are the truth: rows logged after it (by the
+      # session that was killed) are redone, never duplicated.
+      self.logger.rows = [dict(r) for r in meta["eval_rows"]]
+    return restored.state
+
+  # ----- evaluation --------------------------------------------------------------
 
   def evaluate(self, params, model_state, eval_params, eval_state, averaged, rng, start):
     """Untimed evaluation; returns the logged row."""
@@ -171,16 +262,7 @@ class _Trial:
       })
     t1 = _now()
     self.eval_time += t1 - t0
-    row = {
-        "global_step": self.global_step,
-        "preemption_count": 0,
-        "score": self.submission_time,
-        "accumulated_submission_time": self.submission_time,
-        "accumulated_eval_time": self.eval_time,
-        "accumulated_logging_time": self.logging_time,
-        "total_duration": t1 - start,
-        **metrics,
-    }
+    row = self.time_row(t1, start) | metrics
     self.eval_results.append((self.global_step, metrics))
     if self.first_target is None and workload.has_reached_validation_target(metrics):
       self.first_target = (self.global_step, self.submission_time)
@@ -188,6 +270,17 @@ class _Trial:
       self.logger.append(row)
     self.logging_time += _now() - t1
     return row
+
+  def time_row(self, now: float, start: float) -> dict[str, Any]:
+    return {
+        "global_step": self.global_step,
+        "preemption_count": self.preemption_count,
+        "score": self.submission_time,
+        "accumulated_submission_time": self.submission_time,
+        "accumulated_eval_time": self.eval_time,
+        "accumulated_logging_time": self.logging_time,
+        "total_duration": now - start,
+    }
 
 
 def train_once(
@@ -215,7 +308,7 @@ def train_once(
   """
   options = options or RunOptions()
   trial = _Trial(workload, submission, hparams, rng_seed, data_dir, log_dir, options)
-  trial.write_start_files()
+  trial.check_same_run()
   try:
     return _train_loop(trial)
   except Exception as e:
@@ -229,19 +322,28 @@ def _train_loop(trial: _Trial) -> TrialResult:
   workload, submission, hparams = trial.workload, trial.submission, trial.hparams
   options, data_dir, log_dir = trial.options, trial.data_dir, trial.log_dir
   mesh = options.mesh or sharding.make_mesh()
-  data_rng, opt_rng, model_rng, rng = jax.random.split(trial.rng, 4)
-  # Batches are split over the devices; everything else is replicated.
-  input_queue = sharding.sharded_iterator(
-      workload.build_input_queue(data_rng, "train", data_dir, trial.batch_size), mesh
-  )
+  data_rng, opt_rng, model_rng, rng = jax.random.split(jax.random.key(trial.rng_seed), 4)
   params, model_state = sharding.replicate(workload.init_model_fn(model_rng), mesh)
   optimizer_state = sharding.replicate(
       submission.init_optimizer_state(workload, params, model_state, hparams, opt_rng),
       mesh,
   )
+  restored = trial.restore(
+      {"params": params, "model_state": model_state, "optimizer_state": optimizer_state}
+  )
+  if restored is not None:
+    params, model_state = restored["params"], restored["model_state"]
+    optimizer_state = restored["optimizer_state"]
+  trial.write_start_files()
+  host_batches = workload.build_input_queue(data_rng, "train", data_dir, trial.batch_size)
+  for _ in range(trial.batches_taken):  # resume: the data position, on the host
+    next(host_batches)
+  # Batches are split over the devices; everything else is replicated.
+  counter = _CountingIterator(sharding.sharded_iterator(host_batches, mesh))
+  input_queue = counter
   jax.block_until_ready((params, optimizer_state))
 
-  start = _now()
+  start = _now() - trial.duration_before
   last_step_end = start
   last_eval_end = -math.inf  # AlgoPerf evaluates right after the first step
   done = False
@@ -297,6 +399,12 @@ def _train_loop(trial: _Trial) -> TrialResult:
           params, model_state, eval_params, eval_state, averaged, eval_rng, start
       )
       latest_metric = row.get(metric_key)
+      trial.batches_taken += counter.taken
+      counter.taken = 0
+      save_start = _now()
+      trial.save({"params": params, "model_state": model_state,
+                  "optimizer_state": optimizer_state}, start)
+      trial.logging_time += _now() - save_start
       last_eval_end = _now()
       if not _finite(row):
         status, message, done = "diverged", f"non-finite eval loss at step {trial.global_step}", True
@@ -311,14 +419,7 @@ def _train_loop(trial: _Trial) -> TrialResult:
 
   if status == "diverged" and trial.logger:
     # One row marks the divergence, so scorers count the trial as missed.
-    trial.logger.append({
-        "global_step": trial.global_step, "preemption_count": 0,
-        "score": trial.submission_time,
-        "accumulated_submission_time": trial.submission_time,
-        "accumulated_eval_time": trial.eval_time,
-        "accumulated_logging_time": trial.logging_time,
-        "total_duration": _now() - start, "diverged": 1,
-    })
+    trial.logger.append(trial.time_row(_now(), start) | {"diverged": 1})
   trial.write_status(status, message)
   first = trial.first_target
   return TrialResult(
