@@ -1,4 +1,4 @@
-"""``algoperf-avg``: run, benchmark, list, new-submission, score, plot.
+"""``algoperf-avg``: run, tune, benchmark, list, new-submission, score, plot.
 
 Every command validates all of its input before it writes anything; bad input
 prints one ``error: ...`` line and exits with code 2.
@@ -14,7 +14,7 @@ from absl import app, flags
 
 from algoperf_avg import spec
 
-COMMANDS = ("run", "benchmark", "list", "new-submission", "score", "plot")
+COMMANDS = ("run", "tune", "benchmark", "list", "new-submission", "score", "plot")
 
 _WORKLOAD = flags.DEFINE_string("workload", "ogbg", "Registered workload name.")
 _SIZE = flags.DEFINE_string("size", "small", "Workload size: full or small.")
@@ -29,7 +29,14 @@ _SEARCH_SPACE = flags.DEFINE_string(
     "Search-space JSON (AlgoPerf format). Default: the workload's reference "
     "hyperparameters plus the submission's defaults, one trial.",
 )
-_NUM_TRIALS = flags.DEFINE_integer("num_tuning_trials", 1, "Trials to run.", lower_bound=1)
+_NUM_TRIALS = flags.DEFINE_integer(
+    "num_tuning_trials", None, "Trials per study (default: 1 for run, the ruleset's for tune).",
+    lower_bound=1,
+)
+_NUM_STUDIES = flags.DEFINE_integer(
+    "num_studies", None, "tune: independent studies (default: the ruleset's, 3).",
+    lower_bound=1,
+)
 _EXPERIMENT_DIR = flags.DEFINE_string(
     "experiment_dir", None,
     "Where logs go: EXP/study_0/<workload>_jax/trial_<i>/ (run), "
@@ -70,8 +77,12 @@ def _experiment_dir(default: str) -> str:
 # --------------------------------------------------------------------- run
 
 
-def _prepare_run(submission_ref: str):
-  """Validate workload, submission, search space, data dir; write nothing."""
+def _prepare_run(submission_ref: str, num_studies: int = 1):
+  """Validate everything a run needs and sample its trials; write nothing.
+
+  Returns ``(workload, submission, studies)``, ``studies`` being one list of
+  trial hyperparameters per study.
+  """
   from algoperf_avg import registry, tuning
 
   workload = registry.get_workload(_WORKLOAD.value, _SIZE.value)
@@ -83,76 +94,105 @@ def _prepare_run(submission_ref: str):
         f"--data_dir=DIR (got {_DATA_DIR.value!r}); or use --size=small"
     )
   submission = registry.load_submission(submission_ref)
+  ruleset = tuning.get_ruleset(_RULESET.value)
   if _SEARCH_SPACE.value:
+    if not ruleset.uses_search_space:
+      ruleset.check_args(_SEARCH_SPACE.value)
     space = tuning.load_search_space(_SEARCH_SPACE.value)
-    trials = tuning.sample_trials(space, _NUM_TRIALS.value, seed=_RNG_SEED.value)
+    num_trials = _NUM_TRIALS.value or (None if space.is_fixed else 1)
+    studies = tuning.sample_studies(
+        space, num_studies, num_trials or len(space.fixed_points), seed=_RNG_SEED.value
+    )
   else:
-    trials = [{}] * _NUM_TRIALS.value
+    studies = [[{}] * (_NUM_TRIALS.value or 1)] * num_studies
   if submission.hparam_names is not None:
     allowed = submission.hparam_names | set(workload.reference_hparams)
-    for t in trials:
-      tuning.check_hparam_names(t, allowed)
-  return workload, submission, trials
+    for trial in studies[0]:
+      tuning.check_hparam_names(trial, allowed, source=_SEARCH_SPACE.value)
+  return workload, submission, studies
 
 
-def _run_trials(workload, submission, trials, experiment_dir: str, seed: int):
-  from algoperf_avg import logs, runner
+def _run_trials(workload, submission, studies, experiment_dir: str, seed: int):
+  """Run every trial of every study; finished trials (on rerun) are skipped."""
+  from algoperf_avg import logs, runner, sharding
   from algoperf_avg.progress import ProgressBar
 
-  results = []
-  for index, trial_hparams in enumerate(trials, start=1):
-    log_dir = logs.trial_dir(experiment_dir, 0, workload.workload_id, index)
-    hparams = runner.resolve_hparams(workload, submission, trial_hparams)
-    bar = ProgressBar(f"{submission.name} trial {index}/{len(trials)}")
-    options = runner.RunOptions(
-        max_global_steps=_MAX_STEPS.value,
-        eval_every_steps=_EVAL_EVERY.value,
-        stop_at_target=_STOP_AT_TARGET.value,
-        budget_multiplier=1.5 if _RULESET.value == "self" else 1.0,
-        flags=flags.FLAGS.flag_values_dict(),
-        progress=bar.update,
-    )
-    try:
-      result = runner.train_once(
-          workload, submission, hparams, seed + index - 1, _DATA_DIR.value, log_dir,
-          options,
+  results, failed = [], 0
+  for study, trials in enumerate(studies):
+    for index, trial_hparams in enumerate(trials, start=1):
+      log_dir = logs.trial_dir(experiment_dir, study, workload.workload_id, index)
+      label = f"{submission.name} study {study} trial {index}/{len(trials)}"
+      finished = runner.load_finished(log_dir, workload)
+      if finished is not None:
+        print(f"{label}: already {finished.status}, skipped ({log_dir})", file=sys.stderr)
+        results.append(finished)
+        continue
+      hparams = runner.resolve_hparams(workload, submission, trial_hparams)
+      bar = ProgressBar(label)
+      options = runner.RunOptions(
+          max_global_steps=_MAX_STEPS.value,
+          eval_every_steps=_EVAL_EVERY.value,
+          stop_at_target=_STOP_AT_TARGET.value,
+          budget_multiplier=1.5 if _RULESET.value == "self" else 1.0,
+          flags=flags.FLAGS.flag_values_dict(),
+          progress=bar.update,
       )
-    except spec.UsageError:
-      raise
-    except Exception as e:  # one failed trial does not stop the study
+      try:
+        result = runner.train_once(
+            workload, submission, hparams, seed + 1000 * study + index - 1,
+            _DATA_DIR.value, log_dir if sharding.is_logging_process() else None, options,
+        )
+      except spec.UsageError:
+        raise
+      except Exception as e:  # one failed trial does not stop the study
+        bar.close()
+        failed += 1
+        print(f"{label} failed ({log_dir}): {type(e).__name__}: {e}", file=sys.stderr)
+        continue
       bar.close()
-      print(f"trial {index} of {submission.name} failed ({log_dir}): "
-            f"{type(e).__name__}: {e}", file=sys.stderr)
-      continue
-    bar.close()
-    results.append(result)
-  return results
+      results.append(result)
+  return results, failed
 
 
-def _cmd_run() -> None:
+def _finish(workload, named_results, failed: int, exp: str) -> None:
   from algoperf_avg.progress import format_summary
 
-  workload, submission, trials = _prepare_run(_SUBMISSION.value)
+  print(format_summary(workload, named_results))
+  print(f"logs: {os.path.abspath(exp)}  (score: algoperf-avg score {exp})")
+  if failed:
+    print(f"{failed} trial(s) failed; see status.json in their folders", file=sys.stderr)
+    sys.exit(1)
+
+
+def _cmd_run(num_studies: int = 1) -> None:
+  """One submission: N trials in each of M studies (``run`` uses one study)."""
+  workload, submission, studies = _prepare_run(_SUBMISSION.value, num_studies)
   exp = _experiment_dir(os.path.join("experiments", submission.name))
-  results = _run_trials(workload, submission, trials, exp, _RNG_SEED.value)
-  print(format_summary(workload, [(submission.name, r) for r in results]))
-  print(f"logs: {os.path.abspath(exp)}")
+  results, failed = _run_trials(workload, submission, studies, exp, _RNG_SEED.value)
+  _finish(workload, [(submission.name, r) for r in results], failed, exp)
+
+
+def _cmd_tune() -> None:
+  from algoperf_avg import tuning
+
+  ruleset = tuning.get_ruleset(_RULESET.value)
+  ruleset.check_args(_SEARCH_SPACE.value, _NUM_TRIALS.value)
+  _cmd_run(_NUM_STUDIES.value or ruleset.num_studies)
 
 
 def _cmd_benchmark() -> None:
   """Several submissions on one workload, one trial each, then a comparison."""
-  from algoperf_avg.progress import format_summary
-
-  prepared = [(ref, *_prepare_run(ref)) for ref in _SUBMISSIONS.value]
+  prepared = [_prepare_run(ref) for ref in _SUBMISSIONS.value]
   exp = _experiment_dir(os.path.join("experiments", "benchmark"))
-  rows = []
-  for _, workload, submission, trials in prepared:
-    results = _run_trials(
-        workload, submission, trials[:1], os.path.join(exp, submission.name), _RNG_SEED.value
+  rows, failed = [], 0
+  for workload, submission, studies in prepared:
+    results, n_failed = _run_trials(
+        workload, submission, [studies[0][:1]], os.path.join(exp, submission.name),
+        _RNG_SEED.value,
     )
-    rows.append((submission.name, results[0]))
-  print(format_summary(prepared[0][1], rows))
-  print(f"logs: {os.path.abspath(exp)}  (score them: algoperf-avg score {exp})")
+    failed += n_failed
+    rows += [(submission.name, r) for r in results]
+  _finish(prepared[0][0], rows, failed, exp)
 
 
 # -------------------------------------------------------------- the others
@@ -211,6 +251,7 @@ def main(argv: Sequence[str]) -> None:
   command, args = argv[1], list(argv[2:])
   handlers = {
       "run": lambda: _cmd_run(),
+      "tune": lambda: _cmd_tune(),
       "benchmark": lambda: _cmd_benchmark(),
       "list": lambda: _cmd_list(),
       "new-submission": lambda: _cmd_new_submission(args),

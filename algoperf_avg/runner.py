@@ -91,6 +91,34 @@ def global_batch_size(workload: spec.Workload, submission: spec.Submission) -> i
   return int(size) if size else workload.default_batch_size
 
 
+def load_finished(log_dir: str, workload: spec.Workload) -> TrialResult | None:
+  """The result of a trial that already ended (completed or diverged), or None.
+
+  Lets a rerun of a study skip finished trials and still report them.
+  """
+  status_path = os.path.join(log_dir, "status.json")
+  csv_path = os.path.join(log_dir, "eval_measurements.csv")
+  try:
+    with open(status_path) as f:
+      status = json.load(f)
+  except (OSError, ValueError):
+    return None
+  if status.get("status") not in ("completed", "diverged") or not os.path.exists(csv_path):
+    return None
+  rows = logs.read_rows(csv_path)
+  first = next((r for r in rows if workload.has_reached_validation_target(r)), None)
+  last = rows[-1] if rows else {}
+  return TrialResult(
+      log_dir=log_dir, status=status["status"],
+      global_step=int(last.get("global_step", 0)),
+      accumulated_submission_time=float(last.get("score", 0.0)),
+      reached_target=first is not None,
+      steps_to_target=first["global_step"] if first else None,
+      time_to_target=first["score"] if first else None,
+      eval_rows=rows, message=status.get("message", ""),
+  )
+
+
 def _unpack_prepared(prepared: Any, params: Any, model_state: Any):
   """Accept AlgoPerf's 3-tuple or our `PreparedForEval`."""
   if isinstance(prepared, spec.PreparedForEval):
