@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from algoperf_avg import spec
 
@@ -54,6 +54,12 @@ _STOP_AT_TARGET = flags.DEFINE_boolean(
 _RULESET = flags.DEFINE_enum("ruleset", "external", ["external", "self"], "Tuning ruleset.")
 _REFERENCE = flags.DEFINE_string("reference", None, "score: reference submission.")
 _STEPS = flags.DEFINE_boolean("steps", False, "score: report steps instead of seconds.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None,
+    "Multi-host: host:port of process 0 (or set JAX_COORDINATOR_ADDRESS).",
+)
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-host: process count.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: this process's index.")
 _OUT = flags.DEFINE_string("out", None, "Output file (score CSV, new-submission) or folder (plot).")
 
 
@@ -64,10 +70,13 @@ def _fail(message: str) -> None:
 
 def _parse_flags(argv: Sequence[str]) -> list[str]:
   try:
-    return flags.FLAGS(list(argv))
+    rest = flags.FLAGS(list(argv))
   except flags.Error as e:
     _fail(str(e))
-  return []
+  if not flags.FLAGS["verbosity"].present:
+    # JAX's start-up INFO lines (e.g. "no TPU") are noise at the terminal.
+    logging.set_verbosity(logging.WARNING)
+  return rest
 
 
 def _experiment_dir(default: str) -> str:
@@ -114,7 +123,7 @@ def _prepare_run(submission_ref: str, num_studies: int = 1):
 
 def _run_trials(workload, submission, studies, experiment_dir: str, seed: int):
   """Run every trial of every study; finished trials (on rerun) are skipped."""
-  from algoperf_avg import logs, runner, sharding
+  from algoperf_avg import logs, runner
   from algoperf_avg.progress import ProgressBar
 
   results, failed = [], 0
@@ -140,7 +149,7 @@ def _run_trials(workload, submission, studies, experiment_dir: str, seed: int):
       try:
         result = runner.train_once(
             workload, submission, hparams, seed + 1000 * study + index - 1,
-            _DATA_DIR.value, log_dir if sharding.is_logging_process() else None, options,
+            _DATA_DIR.value, log_dir, options,
         )
       except spec.UsageError:
         raise
@@ -259,6 +268,12 @@ def main(argv: Sequence[str]) -> None:
       "plot": lambda: _cmd_plot(args),
   }
   try:
+    if command in ("run", "tune", "benchmark"):
+      from algoperf_avg import sharding
+
+      sharding.initialize_distributed(
+          _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value
+      )
     handlers[command]()
   except spec.UsageError as e:
     _fail(str(e))
@@ -269,6 +284,10 @@ def main(argv: Sequence[str]) -> None:
 
 def run() -> None:
   """Console-script entry point."""
+  from algoperf_avg import sharding
+
+  # Before JAX starts its backend: on CPU, several host devices use every core.
+  sharding.cpu_device_flags()
   app.run(main, flags_parser=_parse_flags)
 
 

@@ -176,7 +176,9 @@ class _Trial:
     self.duration_before = 0.0  # wall time of earlier (preempted) sessions
     self.eval_results: list[tuple[int, dict[str, float]]] = []
     self.first_target: tuple[int, float] | None = None
-    self.logger = logs.MetricsLogger(log_dir) if log_dir else None
+    # Every process checkpoints (orbax coordinates them); only process 0 logs.
+    self.writes_logs = bool(log_dir) and sharding.is_logging_process()
+    self.logger = logs.MetricsLogger(log_dir) if self.writes_logs else None
     self.checkpoint_dir = (
         os.path.join(log_dir, "checkpoints") if log_dir and options.save_checkpoints
         else None
@@ -203,7 +205,7 @@ class _Trial:
       )
 
   def write_start_files(self) -> None:
-    if not self.log_dir:
+    if not self.writes_logs:
       return
     p = self.preemption_count
     os.makedirs(self.log_dir, exist_ok=True)
@@ -223,7 +225,7 @@ class _Trial:
     self.write_status("running")
 
   def write_status(self, status: str, message: str = "") -> None:
-    if self.log_dir:
+    if self.writes_logs:
       logs.write_json(
           os.path.join(self.log_dir, "status.json"),
           {"status": status, "message": message, "global_step": self.global_step,
@@ -363,7 +365,11 @@ def _train_loop(trial: _Trial) -> TrialResult:
     params, model_state = restored["params"], restored["model_state"]
     optimizer_state = restored["optimizer_state"]
   trial.write_start_files()
-  host_batches = workload.build_input_queue(data_rng, "train", data_dir, trial.batch_size)
+  # Each process reads its own part of the global batch.
+  host_batches = workload.build_input_queue(
+      jax.random.fold_in(data_rng, jax.process_index()), "train", data_dir,
+      trial.batch_size // jax.process_count(),
+  )
   for _ in range(trial.batches_taken):  # resume: the data position, on the host
     next(host_batches)
   # Batches are split over the devices; everything else is replicated.
