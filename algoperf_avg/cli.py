@@ -52,7 +52,17 @@ _STOP_AT_TARGET = flags.DEFINE_boolean(
     "stop_at_target", True, "Stop a trial once the validation target is reached."
 )
 _RULESET = flags.DEFINE_enum("ruleset", "external", ["external", "self"], "Tuning ruleset.")
-_REFERENCE = flags.DEFINE_string("reference", None, "score: reference submission.")
+_REFERENCE = flags.DEFINE_string("reference", None, "score/plot: reference submission.")
+_HELD_OUT = flags.DEFINE_boolean(
+    "held_out_rule", False, "score/plot: apply AlgoPerf v0.5's held-out variant rule."
+)
+_VERSION = flags.DEFINE_enum(
+    "version", None, ["v0.5", "v0.6"],
+    "score/plot: leaderboard rules (budgets); default: inferred from the path, else v0.6.",
+)
+_ONLINE = flags.DEFINE_boolean(
+    "online", False, "score/plot: also score the online weights (validation_online/*)."
+)
 _STEPS = flags.DEFINE_boolean("steps", False, "score: report steps instead of seconds.")
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", None,
@@ -232,14 +242,20 @@ def _cmd_new_submission(args: list[str]) -> None:
   print(f"wrote {path}\ntry it: algoperf-avg run --submission={path} --workload=ogbg --size=small")
 
 
+def _ruleset_given() -> str | None:
+  """--ruleset when given; None lets the scorer infer it from the log path."""
+  return _RULESET.value if flags.FLAGS["ruleset"].present else None
+
+
 def _cmd_score(args: list[str]) -> None:
   from algoperf_avg import scoring
 
   if len(args) != 1:
     raise spec.UsageError("usage: algoperf-avg score EXP_DIR [--ruleset external|self] [--reference NAME] [--steps] [--out CSV]")
   print(scoring.score_command(
-      args[0], ruleset=_RULESET.value, reference=_REFERENCE.value, steps=_STEPS.value,
-      out_csv=_OUT.value,
+      args[0], ruleset=_ruleset_given(), reference=_REFERENCE.value, steps=_STEPS.value,
+      out_csv=_OUT.value, held_out_rule=_HELD_OUT.value, version=_VERSION.value,
+      online=_ONLINE.value,
   ))
 
 
@@ -248,7 +264,11 @@ def _cmd_plot(args: list[str]) -> None:
 
   if len(args) != 1:
     raise spec.UsageError("usage: algoperf-avg plot EXP_DIR --out DIR")
-  for path in plots.plot_command(args[0], _OUT.value or "plots"):
+  for path in plots.plot_command(
+      args[0], _OUT.value or "plots", ruleset=_ruleset_given(), version=_VERSION.value,
+      held_out_rule=_HELD_OUT.value, reference=_REFERENCE.value, steps=_STEPS.value,
+      online=_ONLINE.value,
+  ):
     print(f"wrote {path}")
 
 

@@ -5,6 +5,14 @@ each `Workload` reads its own row, so the two can never disagree. Keys are
 workload ids as they appear in log folders (``<id>_<framework>``): AlgoPerf's
 names for the full-size workloads and their held-out variants, and
 ``<name>_small`` for this project's CPU-scale variants.
+
+Every AlgoPerf number is taken from the workload classes of
+mlcommons/algorithmic-efficiency (``algoperf/workloads/*/workload.py`` and the
+variant classes in ``*_jax/workload.py``, commit 2c90454f). Those are the
+v0.6 numbers. The v0.5 competition (2024) used the same targets but longer
+runtime budgets (and other step hints); `MAX_RUNTIME_SEC_V05` keeps those
+budgets for scoring the v0.5 logs. Variants share their base workload's
+budget, step hint and eval period.
 """
 
 from __future__ import annotations
@@ -23,6 +31,34 @@ class Targets:
   max_runtime_sec: float
   step_hint: int
   eval_period_sec: float
+  # The base workload of a held-out variant ("ogbg" for "ogbg_gelu"); None for
+  # a base workload. The v0.5 held-out rule pairs each variant with its base.
+  base_workload: str | None = None
+
+
+def _family(
+    metric: str,
+    direction: str,
+    max_runtime_sec: float,
+    step_hint: int,
+    eval_period_sec: float,
+    base: str,
+    targets: dict[str, tuple[float, float]],
+) -> dict[str, Targets]:
+  """Rows of one base workload and its variants (same budget, hint, period)."""
+  rows = {}
+  for workload_id, (validation, test) in targets.items():
+    rows[workload_id] = Targets(
+        metric=metric,
+        direction=direction,
+        validation=validation,
+        test=test,
+        max_runtime_sec=max_runtime_sec,
+        step_hint=step_hint,
+        eval_period_sec=eval_period_sec,
+        base_workload=None if workload_id == base else base,
+    )
+  return rows
 
 
 TARGETS: dict[str, Targets] = {
@@ -48,6 +84,106 @@ TARGETS: dict[str, Targets] = {
         eval_period_sec=10,
     ),
 }
+
+# (validation target, test target) per workload id of one family.
+TARGETS.update(
+    _family("loss", "min", 7_703, 10_666, 120, "criteo1tb", {
+        "criteo1tb": (0.123735, 0.126041),
+        "criteo1tb_layernorm": (0.123757, 0.126152),
+        "criteo1tb_resnet": (0.12415, 0.12648),
+        "criteo1tb_embed_init": (0.129657, 0.131967),
+    }))
+TARGETS.update(
+    _family("ssim", "max", 4_430, 18_094, 80, "fastmri", {
+        "fastmri": (0.723653, 0.740633),
+        "fastmri_model_size": (0.723559, 0.740726),
+        "fastmri_tanh": (0.717840, 0.734505),
+        "fastmri_layernorm": (0.723284, 0.739996),
+    }))
+TARGETS.update(
+    _family("accuracy", "max", 66_159, 195_999, 510, "imagenet_resnet", {
+        "imagenet_resnet": (1 - 0.22569, 1 - 0.3440),
+        "imagenet_resnet_silu": (0.75445, 0.6323),
+        "imagenet_resnet_gelu": (0.76765, 0.6519),
+        "imagenet_resnet_large_bn_init": (0.76526, 0.6423),
+    }))
+TARGETS.update(
+    _family("accuracy", "max", 69_768, 167_999, 420, "imagenet_vit", {
+        "imagenet_vit": (1 - 0.22691, 1 - 0.3481),
+        "imagenet_vit_glu": (0.75738, 0.6359),
+        "imagenet_vit_post_ln": (0.75312, 0.6286),
+        "imagenet_vit_map": (0.77113, 0.6523),
+    }))
+TARGETS.update(
+    _family("wer", "min", 58_015, 76_000, 1_440, "librispeech_conformer", {
+        "librispeech_conformer": (0.085884, 0.052981),
+        "librispeech_conformer_attention_temperature": (0.109977, 0.068065),
+        "librispeech_conformer_layernorm": (0.09731, 0.05996),
+        "librispeech_conformer_gelu": (0.094114, 0.056629),
+    }))
+TARGETS.update(
+    _family("wer", "min", 44_405, 38_400, 1_440, "librispeech_deepspeech", {
+        "librispeech_deepspeech": (0.119936, 0.074143),
+        "librispeech_deepspeech_tanh": (0.150883, 0.098613),
+        "librispeech_deepspeech_no_resnet": (0.131564, 0.079297),
+        "librispeech_deepspeech_norm_and_spec_aug": (0.14342, 0.090976),
+    }))
+# The "ogbg" base row is the one written out above.
+TARGETS.update(
+    _family("mean_average_precision", "max", 12_011, 52_000, 240, "ogbg", {
+        "ogbg_gelu": (0.27771, 0.262926),
+        "ogbg_silu": (0.282178, 0.272144),
+        "ogbg_model_size": (0.269446, 0.253051),
+    }))
+TARGETS.update(
+    _family("bleu", "max", 43_336, 120_000, 840, "wmt", {
+        "wmt": (30.8491, 30.7219),
+        "wmt_post_ln": (30.0779, 29.8982),
+        "wmt_attention_temp": (29.3379, 29.4143),
+        "wmt_glu_tanh": (29.5779, 29.0515),
+    }))
+
+# AlgoPerf's eight base workloads, in its order.
+ALGOPERF_BASE_WORKLOADS: tuple[str, ...] = (
+    "criteo1tb",
+    "fastmri",
+    "imagenet_resnet",
+    "imagenet_vit",
+    "librispeech_conformer",
+    "librispeech_deepspeech",
+    "ogbg",
+    "wmt",
+)
+
+# Runtime budgets of the v0.5 competition (before AlgoPerf commit 03bc79e4,
+# 2025-02-03, "Update max allowed runtimes for each workload"); per base
+# workload, variants use their base's budget.
+MAX_RUNTIME_SEC_V05: dict[str, float] = {
+    "criteo1tb": 7_703,
+    "fastmri": 8_859,
+    "imagenet_resnet": 63_008,
+    "imagenet_vit": 77_520,
+    "librispeech_conformer": 61_068,
+    "librispeech_deepspeech": 55_506,
+    "ogbg": 18_477,
+    "wmt": 48_151,
+}
+
+# The held-out variants drawn for the v0.5 competition, one per base workload
+# that had a draw (AlgoPerf scoring/algoperf_v05/held_out_workloads_algoperf_v05.json).
+HELD_OUT_WORKLOADS_V05: tuple[str, ...] = (
+    "librispeech_conformer_layernorm",
+    "imagenet_resnet_large_bn_init",
+    "ogbg_model_size",
+    "wmt_glu_tanh",
+    "fastmri_tanh",
+    "criteo1tb_embed_init",
+)
+
+
+def base_of(workload_id: str) -> str:
+  """The base workload of ``workload_id`` (itself when it is a base)."""
+  return get(workload_id).base_workload or workload_id
 
 
 def get(workload_id: str) -> Targets:
