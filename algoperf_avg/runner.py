@@ -30,6 +30,7 @@ import jax
 from algoperf_avg import checkpoints, logs, sharding, spec
 
 _now = time.perf_counter
+PARAMS_DIR = "params"  # <log_dir>/params/<step>: weights kept for post-hoc averaging
 
 
 @dataclasses.dataclass
@@ -42,6 +43,8 @@ class RunOptions:
   budget_multiplier: float = 1.0  # 1.5 under the self-tuning ruleset
   log_online_metrics: bool = True  # validation_online/* for averaged eval weights
   save_checkpoints: bool = True  # after every eval, into <log_dir>/checkpoints
+  # Keep the weights every N steps in <log_dir>/params, for post-hoc averaging.
+  save_params_every: int | None = None
   flags: Mapping[str, Any] | None = None  # written to flags_<p>.json
   mesh: Any = None  # jax.sharding.Mesh; None: all devices (sharding.make_mesh)
   progress: Callable[[Progress], None] | None = None
@@ -250,6 +253,18 @@ class _Trial:
         "first_target": self.first_target,
     })
 
+  def save_params(self, params: Any) -> None:
+    """Keep this step's weights (untimed, logging time) for `posthoc` sweeps."""
+    if not self.log_dir:
+      return
+    t0 = _now()
+    checkpoints.save_checkpoint(
+        os.path.join(self.log_dir, PARAMS_DIR), self.global_step, {"params": params},
+        {"global_step": self.global_step, "submission_time": self.submission_time},
+        keep=None,
+    )
+    self.logging_time += _now() - t0
+
   def restore(self, template: dict[str, Any]) -> dict[str, Any] | None:
     """Load the latest checkpoint into this trial; returns its state or None."""
     if not self.checkpoint_dir:
@@ -412,6 +427,9 @@ def _train_loop(trial: _Trial) -> TrialResult:
       done = True
     if trial.submission_time >= trial.budget:
       done = True
+    if (options.save_params_every and status != "diverged"
+        and trial.global_step % options.save_params_every == 0):
+      trial.save_params(params)
     if options.eval_every_steps:
       eval_due = trial.global_step % options.eval_every_steps == 0
     else:
