@@ -380,6 +380,8 @@ def _train_loop(trial: _Trial) -> TrialResult:
     params, model_state = restored["params"], restored["model_state"]
     optimizer_state = restored["optimizer_state"]
   trial.write_start_files()
+  if options.save_params_every and trial.global_step == 0:
+    trial.save_params(params)  # step 0: where EMA (and post-hoc EMA) starts
   # Each process reads its own part of the global batch.
   host_batches = workload.build_input_queue(
       jax.random.fold_in(data_rng, jax.process_index()), "train", data_dir,
