@@ -14,7 +14,8 @@ from absl import app, flags, logging
 
 from algoperf_avg import spec
 
-COMMANDS = ("run", "tune", "benchmark", "list", "new-submission", "score", "plot")
+COMMANDS = ("run", "tune", "benchmark", "list", "new-submission", "score", "plot",
+            "posthoc")
 
 _WORKLOAD = flags.DEFINE_string("workload", "ogbg", "Registered workload name.")
 _SIZE = flags.DEFINE_string("size", "small", "Workload size: full or small.")
@@ -70,6 +71,13 @@ _COORDINATOR = flags.DEFINE_string(
 )
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-host: process count.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: this process's index.")
+_SAVE_PARAMS_EVERY = flags.DEFINE_integer(
+    "save_params_every", None,
+    "Keep the weights every N steps (in the trial's params/) for `posthoc` sweeps.",
+    lower_bound=1,
+)
+_LAWA = flags.DEFINE_list("lawa", [], "posthoc: LAWA grid points EVERY:WINDOW, e.g. 64:20,128:10.")
+_EMA = flags.DEFINE_list("ema", [], "posthoc: EMA grid points EVERY:DECAY, e.g. 1:0.999.")
 _OUT = flags.DEFINE_string("out", None, "Output file (score CSV, new-submission) or folder (plot).")
 
 
@@ -155,6 +163,7 @@ def _run_trials(workload, submission, studies, experiment_dir: str, seed: int):
           budget_multiplier=1.5 if _RULESET.value == "self" else 1.0,
           flags=flags.FLAGS.flag_values_dict(),
           progress=bar.update,
+          save_params_every=_SAVE_PARAMS_EVERY.value,
       )
       try:
         result = runner.train_once(
@@ -272,6 +281,18 @@ def _cmd_plot(args: list[str]) -> None:
     print(f"wrote {path}")
 
 
+def _cmd_posthoc(args: list[str]) -> None:
+  from algoperf_avg import posthoc
+
+  if len(args) != 1:
+    raise spec.UsageError("usage: algoperf-avg posthoc TRIAL_DIR --lawa=EVERY:WINDOW,... "
+                          "--ema=EVERY:DECAY,... [--out DIR] [--data_dir DIR]")
+  out = _OUT.value or os.path.join("experiments", "posthoc")
+  for path in posthoc.posthoc_command(args[0], out, _LAWA.value, _EMA.value, _DATA_DIR.value):
+    print(f"wrote {path}")
+  print(f"score them: algoperf-avg score {out}")
+
+
 def main(argv: Sequence[str]) -> None:
   """Dispatch ``algoperf-avg COMMAND [args] [--flags]``."""
   if len(argv) < 2 or argv[1] not in COMMANDS:
@@ -286,6 +307,7 @@ def main(argv: Sequence[str]) -> None:
       "new-submission": lambda: _cmd_new_submission(args),
       "score": lambda: _cmd_score(args),
       "plot": lambda: _cmd_plot(args),
+      "posthoc": lambda: _cmd_posthoc(args),
   }
   try:
     if command in ("run", "tune", "benchmark"):

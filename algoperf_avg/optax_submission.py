@@ -96,6 +96,13 @@ class OptaxSubmission:
     )
     opt_state = jax.jit(tx.init)(model_params)
     eval_fn = getattr(self.module, "eval_params", None)
+    if eval_fn is None:
+      from algoperf_avg import averaging
+
+      # averaged_params hands back `model_params` itself when the chain holds
+      # no averaging transform; then eval uses the training weights directly.
+      if averaging.averaged_params(opt_state, model_params) is not model_params:
+        eval_fn = averaging.averaged_params
     self._eval_params = jax.jit(eval_fn) if eval_fn else None
     return opt_state
 
