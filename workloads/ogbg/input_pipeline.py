@@ -1,0 +1,325 @@
+"""ogbg-molpcba examples -> padded graph batches, as in AlgoPerf.
+
+An *example* is one molecule in the TFDS ``ogbg_molpcba:0.1.3`` format, a
+mapping of numpy arrays::
+
+  node_feat  (n, 9) float32      edge_feat  (m, 3) float32
+  edge_index (m, 2) int64        labels     (tasks,) float32, NaN = missing
+  num_nodes  (1,) int64          num_edges  (1,) int64
+
+Each bond is stored once; batching adds the reverse edge. Batches are built
+by dynamic batching (greedily add graphs while they fit) and padded to fixed
+budgets of ``avg_nodes * b + 1`` nodes, ``avg_edges * b`` edges and ``b + 1``
+graphs for ``b`` graphs per device, so every batch has the same shapes and a
+jitted step compiles once. The extra node and graph hold the padding: one
+padding graph owns all padding nodes and edges, and every padding graph has
+weight 0. With several devices, one such batch is built per device and they
+are concatenated, so each leading dimension splits evenly across devices.
+
+The same code batches the real TFDS data (`tfds_examples`) and the small
+variant's generated molecules (`workloads.ogbg.synthetic`).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from algoperf_avg import spec
+from workloads.ogbg.model import GraphsTuple
+
+TFDS_NAME = "ogbg_molpcba"
+TFDS_VERSION = "0.1.3"
+# Budgets per graph in a batch: molpcba's mean nodes and directed edges.
+AVG_NODES_PER_GRAPH = 26
+AVG_EDGES_PER_GRAPH = 56
+SHUFFLE_BUFFER_SIZE = 2**15
+TFDS_SPLITS = {
+    "train": "train",
+    "eval_train": "train",
+    "validation": "validation",
+    "test": "test",
+}
+
+Example = Mapping[str, np.ndarray]
+Batch = dict[str, Any]
+
+
+class Graph(NamedTuple):
+  """One molecule with edges in both directions and its raw labels."""
+
+  nodes: np.ndarray  # (n, node_features)
+  edges: np.ndarray  # (2m, edge_features)
+  senders: np.ndarray  # (2m,)
+  receivers: np.ndarray  # (2m,)
+  labels: np.ndarray  # (tasks,), NaN where missing
+
+
+class Budget(NamedTuple):
+  """Fixed sizes of one device's padded batch."""
+
+  nodes: int
+  edges: int
+  graphs: int
+
+
+def example_to_graph(example: Example) -> Graph:
+  """Converts a TFDS-format example, adding the reverse of every edge."""
+  edge_index = np.asarray(example["edge_index"])
+  edge_feat = np.asarray(example["edge_feat"], np.float32)
+  return Graph(
+      nodes=np.asarray(example["node_feat"], np.float32),
+      edges=np.concatenate([edge_feat, edge_feat]),
+      senders=np.concatenate([edge_index[:, 0], edge_index[:, 1]]),
+      receivers=np.concatenate([edge_index[:, 1], edge_index[:, 0]]),
+      labels=np.asarray(example["labels"], np.float32),
+  )
+
+
+def budget_for(
+    graphs_per_device: int,
+    avg_nodes: int = AVG_NODES_PER_GRAPH,
+    avg_edges: int = AVG_EDGES_PER_GRAPH,
+) -> Budget:
+  """AlgoPerf's budget for ``graphs_per_device`` average-sized graphs."""
+  if graphs_per_device < 1:
+    raise ValueError(f"need at least one graph per device, got {graphs_per_device}")
+  return Budget(
+      nodes=avg_nodes * graphs_per_device + 1,
+      edges=avg_edges * graphs_per_device,
+      graphs=graphs_per_device + 1,
+  )
+
+
+def _fits(nodes: int, edges: int, graphs: int, budget: Budget) -> bool:
+  # One node and one graph are always left for padding.
+  return nodes < budget.nodes and edges <= budget.edges and graphs < budget.graphs
+
+
+def dynamically_batch(
+    graphs: Iterable[Graph], budget: Budget
+) -> Iterator[list[Graph]]:
+  """Groups consecutive graphs greedily into lists that fit ``budget``.
+
+  A group is closed as soon as the next graph does not fit, so groups keep
+  the input order (jraph's ``dynamically_batch``).
+
+  Raises:
+    ValueError: a single graph is larger than the budget.
+  """
+  group: list[Graph] = []
+  nodes = edges = 0
+  for graph in graphs:
+    n, e = graph.nodes.shape[0], graph.senders.shape[0]
+    if not _fits(n, e, 1, budget):
+      raise ValueError(
+          f"a graph with {n} nodes and {e} edges does not fit a batch budget of "
+          f"{budget}; use a larger batch size"
+      )
+    if group and not _fits(nodes + n, edges + e, len(group) + 1, budget):
+      yield group
+      group, nodes, edges = [], 0, 0
+    group.append(graph)
+    nodes += n
+    edges += e
+  if group:
+    yield group
+
+
+def pack_graphs(graphs: Sequence[Graph], budget: Budget) -> Batch:
+  """One padded batch: ``{"inputs": GraphsTuple, "targets", "weights"}``.
+
+  ``targets`` and ``weights`` are ``(budget.graphs, tasks)``: missing labels
+  read 0 with weight 0, and the padding graphs have weight 0 throughout.
+  """
+  if not graphs:
+    raise ValueError("pack_graphs needs at least one graph")
+  num_nodes = np.array([g.nodes.shape[0] for g in graphs])
+  num_edges = np.array([g.senders.shape[0] for g in graphs])
+  real_nodes, real_edges, real_graphs = num_nodes.sum(), num_edges.sum(), len(graphs)
+  if not _fits(real_nodes, real_edges, real_graphs, budget):
+    raise ValueError(f"{real_graphs} graphs do not fit the budget {budget}")
+
+  nodes = np.zeros((budget.nodes, graphs[0].nodes.shape[1]), np.float32)
+  nodes[:real_nodes] = np.concatenate([g.nodes for g in graphs])
+  edges = np.zeros((budget.edges, graphs[0].edges.shape[1]), np.float32)
+  edges[:real_edges] = np.concatenate([g.edges for g in graphs])
+  # Padding edges connect the first padding node to itself, as in jraph.
+  senders = np.full(budget.edges, real_nodes, np.int32)
+  receivers = np.full(budget.edges, real_nodes, np.int32)
+  node_offsets = np.repeat(np.cumsum(num_nodes) - num_nodes, num_edges)
+  senders[:real_edges] = np.concatenate([g.senders for g in graphs]) + node_offsets
+  receivers[:real_edges] = (
+      np.concatenate([g.receivers for g in graphs]) + node_offsets
+  )
+  n_node = np.zeros(budget.graphs, np.int32)
+  n_node[:real_graphs] = num_nodes
+  n_node[real_graphs] = budget.nodes - real_nodes
+  n_edge = np.zeros(budget.graphs, np.int32)
+  n_edge[:real_graphs] = num_edges
+  n_edge[real_graphs] = budget.edges - real_edges
+
+  labels = np.stack([g.labels for g in graphs])
+  known = ~np.isnan(labels)
+  targets = np.zeros((budget.graphs, labels.shape[1]), np.float32)
+  targets[:real_graphs] = np.where(known, labels, 0.0)
+  weights = np.zeros_like(targets)
+  weights[:real_graphs] = known
+  return {
+      "inputs": GraphsTuple(
+          nodes=nodes, edges=edges, senders=senders, receivers=receivers,
+          globals=None, n_node=n_node, n_edge=n_edge,
+      ),
+      "targets": targets,
+      "weights": weights,
+  }
+
+
+def _padding_only(like: Batch) -> Batch:
+  """A batch shaped like ``like`` that holds nothing but padding."""
+  graph = like["inputs"]
+  n_node = np.zeros_like(graph.n_node)
+  n_node[0] = graph.nodes.shape[0]
+  n_edge = np.zeros_like(graph.n_edge)
+  n_edge[0] = graph.senders.shape[0]
+  return {
+      "inputs": GraphsTuple(
+          nodes=np.zeros_like(graph.nodes), edges=np.zeros_like(graph.edges),
+          senders=np.zeros_like(graph.senders),
+          receivers=np.zeros_like(graph.receivers),
+          globals=None, n_node=n_node, n_edge=n_edge,
+      ),
+      "targets": np.zeros_like(like["targets"]),
+      "weights": np.zeros_like(like["weights"]),
+  }
+
+
+def concat_batches(batches: Sequence[Batch]) -> Batch:
+  """Concatenates per-device batches into one (node indices offset)."""
+  offsets = np.cumsum([0] + [b["inputs"].nodes.shape[0] for b in batches[:-1]])
+  graphs = [b["inputs"] for b in batches]
+  cat = np.concatenate
+  return {
+      "inputs": GraphsTuple(
+          nodes=cat([g.nodes for g in graphs]),
+          edges=cat([g.edges for g in graphs]),
+          senders=cat([g.senders + o for g, o in zip(graphs, offsets, strict=True)]),
+          receivers=cat(
+              [g.receivers + o for g, o in zip(graphs, offsets, strict=True)]
+          ),
+          globals=None,
+          n_node=cat([g.n_node for g in graphs]),
+          n_edge=cat([g.n_edge for g in graphs]),
+      ),
+      "targets": cat([b["targets"] for b in batches]),
+      "weights": cat([b["weights"] for b in batches]),
+  }
+
+
+def batch_examples(
+    examples: Iterable[Example],
+    global_batch_size: int,
+    *,
+    avg_nodes: int = AVG_NODES_PER_GRAPH,
+    avg_edges: int = AVG_EDGES_PER_GRAPH,
+    num_devices: int | None = None,
+) -> Iterator[Batch]:
+  """Padded batches of about ``global_batch_size`` graphs from ``examples``.
+
+  Args:
+    examples: TFDS-format examples, in the order to batch them.
+    global_batch_size: average-sized graphs per batch, over all devices.
+    avg_nodes: node budget per graph (26 for molpcba).
+    avg_edges: directed-edge budget per graph (56 for molpcba).
+    num_devices: per-device batches to concatenate; defaults to
+      `jax.local_device_count()`.
+
+  Yields:
+    Batches whose arrays all have the same shapes; when ``examples`` ends the
+    last batch is padded (and completed with padding-only device batches),
+    so every example appears exactly once.
+  """
+  num_devices = num_devices or jax.local_device_count()
+  budget = budget_for(global_batch_size // num_devices, avg_nodes, avg_edges)
+  groups = dynamically_batch(map(example_to_graph, examples), budget)
+  packed = (pack_graphs(group, budget) for group in groups)
+  if num_devices == 1:
+    yield from packed
+    return
+  while device_batches := list(itertools.islice(packed, num_devices)):
+    device_batches += [_padding_only(device_batches[0])] * (
+        num_devices - len(device_batches)
+    )
+    yield concat_batches(device_batches)
+
+
+def repeat_passes(make_pass: Callable[[int], Iterator[Batch]]) -> Iterator[Batch]:
+  """Chains ``make_pass(0)``, ``make_pass(1)``, ... forever (one per epoch)."""
+  return itertools.chain.from_iterable(map(make_pass, itertools.count()))
+
+
+def seed_from_rng(rng: jax.Array) -> int:
+  """A non-negative int32 seed drawn from a JAX key (typed or raw)."""
+  return int(jax.random.randint(rng, (), 0, np.iinfo(np.int32).max))
+
+
+def tfds_examples(
+    split: str,
+    data_dir: str | None,
+    *,
+    shuffle_seed: int | None = None,
+    num_examples: int | None = None,
+    repeat: bool = False,
+) -> Iterator[Example]:
+  """Examples of ``ogbg_molpcba:0.1.3`` from a prepared TFDS ``data_dir``.
+
+  Args:
+    split: "train", "eval_train" (the train split), "validation" or "test".
+    data_dir: the TFDS data directory holding ``ogbg_molpcba/0.1.3``.
+    shuffle_seed: shuffle files and examples (2**15 buffer) with this seed;
+      None reads in the stored order.
+    num_examples: read only the first ``num_examples`` (before shuffling).
+    repeat: loop over the split forever (reshuffled each epoch).
+
+  Raises:
+    spec.UsageError: no ``data_dir``, or no prepared dataset in it.
+  """
+  how_to = (
+      "prepare it once with: python -c \"import tensorflow_datasets as tfds; "
+      f"tfds.builder('{TFDS_NAME}:{TFDS_VERSION}', data_dir='DIR')"
+      '.download_and_prepare()"'
+  )
+  if not data_dir:
+    raise spec.UsageError(
+        f"workload ogbg (full) reads the TFDS dataset {TFDS_NAME}:{TFDS_VERSION}; "
+        f"pass its data dir (--data_dir DIR); {how_to}"
+    )
+  import tensorflow as tf  # Lazy: the small variant never needs TensorFlow.
+  import tensorflow_datasets as tfds
+
+  tf.config.set_visible_devices([], "GPU")  # Keep accelerators for JAX.
+  builder = tfds.builder(f"{TFDS_NAME}:{TFDS_VERSION}", data_dir=data_dir)
+  if not builder.is_prepared():
+    raise spec.UsageError(
+        f"no prepared {TFDS_NAME}:{TFDS_VERSION} under data dir {data_dir!r} "
+        f"(looked in {builder.data_dir}); {how_to}"
+    )
+  if split not in TFDS_SPLITS:
+    raise spec.UsageError(f"unknown split {split!r}; choose from {list(TFDS_SPLITS)}")
+  shuffle = shuffle_seed is not None
+  dataset = builder.as_dataset(
+      split=TFDS_SPLITS[split],
+      shuffle_files=shuffle,
+      read_config=tfds.ReadConfig(shuffle_seed=shuffle_seed),
+  )
+  if num_examples is not None:
+    dataset = dataset.take(num_examples)
+  if shuffle:
+    dataset = dataset.shuffle(SHUFFLE_BUFFER_SIZE, seed=shuffle_seed)
+  if repeat:
+    dataset = dataset.repeat()
+  return iter(tfds.as_numpy(dataset))
