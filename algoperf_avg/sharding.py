@@ -22,8 +22,10 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 AXIS = "batch"
-# Host devices per CPU process (measured on 2 cores: benchmarks/cpu_devices.py).
-DEFAULT_CPU_DEVICES = 8
+# Host devices per CPU process: one per core. On 2 cores, OGBG-small ran 1.79x
+# faster on 2 devices than on 1, and slower on 4 or 8 (benchmarks/cpu_devices.py,
+# results/benchmarks/cpu_devices.txt).
+DEFAULT_CPU_DEVICES = os.cpu_count() or 1
 
 
 def cpu_device_flags(num_devices: int | None = None) -> None:
