@@ -21,11 +21,13 @@ def cli(*args, cwd=None, timeout=300):
 
 def assert_usage_error(result, *fragments):
   assert result.returncode == 2, result.stderr
+  # One message (it may list details on indented lines), never a traceback.
   lines = [line for line in result.stderr.splitlines() if line.strip()]
-  assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+  assert lines[0].startswith("error: "), result.stderr
+  assert all(line.startswith(" ") for line in lines[1:-1]), result.stderr
   assert "Traceback" not in result.stderr
   for fragment in fragments:
-    assert fragment in lines[0], lines[0]
+    assert fragment in result.stderr, result.stderr
 
 
 @pytest.fixture
