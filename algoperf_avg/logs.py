@@ -120,15 +120,17 @@ class MetricsLogger:
   eval cadence and means a reader never sees a torn row.
   """
 
-  def __init__(self, directory: str, rows: Sequence[Mapping[str, Any]] = ()):
+  def __init__(self, directory: str | None, rows: Sequence[Mapping[str, Any]] = ()):
+    """``directory`` None keeps the rows in memory only."""
     self.directory = directory
-    self.path = os.path.join(directory, "eval_measurements.csv")
+    self.path = os.path.join(directory, "eval_measurements.csv") if directory else None
     self.rows: list[dict[str, Any]] = [dict(r) for r in rows]
 
   def append(self, row: Mapping[str, Any]) -> None:
     """Add one evaluation row and persist all rows."""
     self.rows.append(dict(row))
-    atomic_write_text(self.path, format_csv(self.rows))
+    if self.path:
+      atomic_write_text(self.path, format_csv(self.rows))
 
 
 def read_rows(path: str) -> list[dict[str, Any]]:

@@ -181,7 +181,7 @@ class _Trial:
     self.first_target: tuple[int, float] | None = None
     # Every process checkpoints (orbax coordinates them); only process 0 logs.
     self.writes_logs = bool(log_dir) and sharding.is_logging_process()
-    self.logger = logs.MetricsLogger(log_dir) if self.writes_logs else None
+    self.logger = logs.MetricsLogger(log_dir if self.writes_logs else None)
     self.checkpoint_dir = (
         os.path.join(log_dir, "checkpoints") if log_dir and options.save_checkpoints
         else None
@@ -249,7 +249,7 @@ class _Trial:
         "logging_time": self.logging_time,
         "total_duration": _now() - start,
         "eval_results": self.eval_results,
-        "eval_rows": self.logger.rows if self.logger else [],
+        "eval_rows": self.logger.rows,
         "first_target": self.first_target,
     })
 
@@ -282,10 +282,9 @@ class _Trial:
     self.duration_before = float(meta["total_duration"])
     self.eval_results = [(int(s), dict(m)) for s, m in meta["eval_results"]]
     self.first_target = tuple(meta["first_target"]) if meta["first_target"] else None
-    if self.logger:
-      # The checkpoint's rows are the truth: rows logged after it (by the
-      # session that was killed) are redone, never duplicated.
-      self.logger.rows = [dict(r) for r in meta["eval_rows"]]
+    # The checkpoint's rows are the truth: rows logged after it (by the
+    # session that was killed) are redone, never duplicated.
+    self.logger.rows = [dict(r) for r in meta["eval_rows"]]
     return restored.state
 
   # ----- evaluation --------------------------------------------------------------
@@ -311,8 +310,7 @@ class _Trial:
     self.eval_results.append((self.global_step, metrics))
     if self.first_target is None and workload.has_reached_validation_target(metrics):
       self.first_target = (self.global_step, self.submission_time)
-    if self.logger:
-      self.logger.append(row)
+    self.logger.append(row)
     self.logging_time += _now() - t1
     return row
 
@@ -471,7 +469,7 @@ def _train_loop(trial: _Trial) -> TrialResult:
       ))
     last_step_end = _now()
 
-  if status == "diverged" and trial.logger:
+  if status == "diverged":
     # One row marks the divergence, so scorers count the trial as missed.
     trial.logger.append(trial.time_row(_now(), start) | {"diverged": 1})
   trial.write_status(status, message)
@@ -484,8 +482,6 @@ def _train_loop(trial: _Trial) -> TrialResult:
       reached_target=first is not None,
       steps_to_target=first[0] if first else None,
       time_to_target=first[1] if first else None,
-      eval_rows=list(trial.logger.rows) if trial.logger else [
-          {"global_step": s, **m} for s, m in trial.eval_results
-      ],
+      eval_rows=list(trial.logger.rows),
       message=message,
   )
