@@ -63,6 +63,34 @@ def make_train_step(
   return jax.jit(step, donate_argnums=(0, 1, 2))
 
 
+BN_POLICIES = ("latest", "recompute")
+
+
+def make_batch_stats_fn(workload: spec.Workload, dropout_rate: float | None) -> Callable:
+  """A jitted ``(params, model_state, batch, rng) -> this batch's statistics``.
+
+  Works for any model state updated as a running average,
+  ``new = m * old + (1 - m) * batch_stat`` (Flax BatchNorm, AlgoPerf's
+  workloads), without knowing ``m``: one forward pass from all-zero state
+  gives ``(1 - m) * b``, one from all-one state gives ``m + (1 - m) * b``;
+  their difference is ``m``.
+  """
+
+  def batch_stats(params, model_state, batch, rng):
+    def forward(state):
+      _, new_state = workload.model_fn(
+          params, batch, state, spec.ForwardPassMode.TRAIN, rng,
+          update_batch_norm=True, dropout_rate=dropout_rate,
+      )
+      return new_state
+
+    from_zeros = forward(jax.tree.map(jnp.zeros_like, model_state))
+    from_ones = forward(jax.tree.map(jnp.ones_like, model_state))
+    return jax.tree.map(lambda a, b: a / (1.0 - (b - a)), from_zeros, from_ones)
+
+  return jax.jit(batch_stats)
+
+
 class OptaxSubmission:
   """AlgoPerf's submission API around a module's ``make_optimizer``."""
 
@@ -71,6 +99,8 @@ class OptaxSubmission:
     self.name = name
     self._step: Callable | None = None
     self._eval_params: Callable | None = None
+    self._batch_stats: Callable | None = None
+    self._input_queue = None  # seen in data_selection; feeds BN recomputation
 
   # --- AlgoPerf's five functions -------------------------------------------
 
@@ -82,7 +112,7 @@ class OptaxSubmission:
       self, workload: spec.Workload, model_params: Any, model_state: Any,
       hyperparameters: Mapping[str, Any], rng: jax.Array,
   ) -> Any:
-    del model_state, rng
+    del rng
     tx = self.module.make_optimizer(hyperparameters, workload, workload.step_hint)
     if not isinstance(tx, optax.GradientTransformation):
       raise spec.UsageError(
@@ -104,6 +134,11 @@ class OptaxSubmission:
       if averaging.averaged_params(opt_state, model_params) is not model_params:
         eval_fn = averaging.averaged_params
     self._eval_params = jax.jit(eval_fn) if eval_fn else None
+    policy = hyperparameters.get("bn_policy", "latest")
+    if policy not in BN_POLICIES:
+      raise spec.UsageError(f"bn_policy must be one of {BN_POLICIES}, got {policy!r}")
+    if policy == "recompute" and jax.tree.leaves(model_state):
+      self._batch_stats = make_batch_stats_fn(workload, hyperparameters.get("dropout_rate"))
     return opt_state
 
   def update_params(
@@ -126,16 +161,35 @@ class OptaxSubmission:
       self, workload, current_param_container, current_params_types, model_state,
       hyperparameters, loss_type, optimizer_state, eval_results, global_step, rng,
   ) -> spec.PreparedForEval:
-    del workload, current_params_types, hyperparameters, loss_type
-    del eval_results, global_step, rng
+    del workload, current_params_types, loss_type, eval_results, global_step
     if self._eval_params is None:
       return spec.PreparedForEval(optimizer_state, current_param_container, model_state)
     # Averaged weights are computed for evaluation only; the training weights
     # are neither copied nor replaced.
     eval_params = self._eval_params(optimizer_state, current_param_container)
+    eval_state = None
+    if self._batch_stats is not None and self._input_queue is not None:
+      eval_state = self.recompute_batch_stats(
+          eval_params, model_state, int(hyperparameters.get("bn_batches", 8)), rng
+      )
     return spec.PreparedForEval(
-        optimizer_state, current_param_container, model_state, eval_params=eval_params
+        optimizer_state, current_param_container, model_state, eval_params=eval_params,
+        eval_model_state=eval_state,
     )
+
+  def recompute_batch_stats(self, params, model_state, num_batches: int, rng):
+    """Batch statistics of ``params``: the mean over a few training batches.
+
+    Runs inside `prepare_for_eval`, so its time counts as submission time;
+    the batches come from the training stream (as SWA's BN update does).
+    """
+    total = None
+    for i in range(num_batches):
+      stats = self._batch_stats(
+          params, model_state, next(self._input_queue), jax.random.fold_in(rng, i)
+      )
+      total = stats if total is None else jax.tree.map(jnp.add, total, stats)
+    return jax.tree.map(lambda t: t / num_batches, total)
 
   def data_selection(
       self, workload, input_queue, optimizer_state, current_param_container,
@@ -143,6 +197,7 @@ class OptaxSubmission:
   ):
     del workload, optimizer_state, current_param_container, model_state
     del hyperparameters, global_step, rng
+    self._input_queue = input_queue
     return next(input_queue)
 
   def as_submission(self, source: str = "") -> spec.Submission:

@@ -2,7 +2,10 @@
 
 Hyperparameters: learning_rate, one_minus_beta1, beta2, weight_decay,
 warmup_factor, label_smoothing, dropout_rate, grad_clip (None: no clipping).
-Optional: schedule ("cosine", "constant", "wsd") and step_hint_factor.
+Optional: schedule ("cosine", "constant", "wsd"), step_hint_factor, and for
+averaged weights with batch norm bn_policy ("latest": the training run's
+statistics, as in the paper; "recompute": fresh statistics of the averaged
+weights from bn_batches training batches, timed) and bn_batches.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from algoperf_avg import optimizers, schedules
 HPARAMS = (
     "learning_rate", "one_minus_beta1", "beta2", "weight_decay", "warmup_factor",
     "label_smoothing", "dropout_rate", "grad_clip", "schedule", "step_hint_factor",
+    "bn_policy", "bn_batches",  # read by the harness (algoperf_avg.optax_submission)
 )
 
 

@@ -110,3 +110,52 @@ class ToyWorkload(spec.Workload):
                                         repeat=False):
       totals += np.array([float(v) for v in self._eval_fn(params, batch)])
     return {"loss": totals[0] / totals[2], "accuracy": totals[1] / totals[2]}
+
+
+class _BNNet(nn.Module):
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    x = nn.Dense(16)(x)
+    x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
+    return nn.Dense(self.num_classes)(nn.relu(x))
+
+
+class ToyBNWorkload(ToyWorkload):
+  """The toy task through a network with batch norm (model state = statistics)."""
+
+  name = "toy_bn"
+
+  def __init__(self, **kwargs):
+    super().__init__(**kwargs)
+    self._model = _BNNet(self.num_classes)
+
+  def init_model_fn(self, rng):
+    variables = self._model.init(rng, jnp.zeros((2, self.dim)), train=False)
+    return variables["params"], variables["batch_stats"]
+
+  def model_fn(self, params, batch, model_state, mode, rng, update_batch_norm,
+               dropout_rate=None):
+    train = mode == spec.ForwardPassMode.TRAIN
+    variables = {"params": params, "batch_stats": model_state}
+    if train and update_batch_norm:
+      logits, updates = self._model.apply(variables, batch["inputs"], train=True,
+                                          mutable=["batch_stats"])
+      return logits, updates["batch_stats"]
+    return self._model.apply(variables, batch["inputs"], train=train), model_state
+
+  def _eval_batch(self, params, batch, model_state=None):
+    logits, _ = self.model_fn(params, batch, model_state, spec.ForwardPassMode.EVAL,
+                              None, False)
+    loss = self.loss_fn(batch["targets"], logits, batch["weights"])
+    correct = ((logits.argmax(-1) == batch["targets"]) * batch["weights"]).sum()
+    return loss["summed"], correct, batch["weights"].sum()
+
+  def eval_model_on_split(self, split, num_examples, global_batch_size, params,
+                          model_state, rng, data_dir):
+    totals = np.zeros(3)
+    for batch in self.build_input_queue(rng, split, data_dir, global_batch_size,
+                                        repeat=False):
+      totals += np.array([float(v) for v in self._eval_fn(params, batch, model_state)])
+    return {"loss": totals[0] / totals[2], "accuracy": totals[1] / totals[2]}
