@@ -17,7 +17,7 @@ from algoperf_avg import targets as targets_lib
 
 ARCHIVE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
                        "shared", "data", "algoperf_leaderboard_logs.tar.xz")
-SMALL = targets_lib.TARGETS["ogbg_small"]  # mAP, maximize, budget 150 s
+SMALL = targets_lib.TARGETS["ogbg_small"]  # mAP, maximize
 HIT, MISS = SMALL.validation + 0.01, SMALL.validation - 0.1
 TAUS = np.linspace(1.0, 4.0, 100)
 
@@ -115,15 +115,18 @@ def test_diverged_trial_counts_as_missed(tmp_path):
 
 
 @pytest.mark.parametrize("ruleset, version, reach, expected", [
-    ("external", "v0.6", 149.0, 149.0),
-    ("external", "v0.6", 150.0, math.inf),  # no eval at or past the budget
-    ("external", "v0.5", 150.0, 150.0),  # v0.5's runner evaluated once more
-    ("self", "v0.6", 224.0, 224.0),  # 1.5 x budget
-    ("self", "v0.6", 225.0, math.inf),
+    # In units of ogbg_small's budget B.
+    ("external", "v0.6", 0.99, 0.99),
+    ("external", "v0.6", 1.0, math.inf),  # no eval at or past the budget
+    ("external", "v0.5", 1.0, 1.0),  # v0.5's runner evaluated once more
+    ("self", "v0.6", 1.49, 1.49),  # 1.5 x budget
+    ("self", "v0.6", 1.5, math.inf),
 ])
 def test_budget(tmp_path, ruleset, version, reach, expected):
+  budget = SMALL.max_runtime_sec
+  reach, expected = reach * budget, expected * budget
   write_trial(tmp_path, "a", 0, "ogbg_small", 1,
-              [(1, 100.0, MISS), (2, reach, HIT), (3, reach + 1, HIT)])
+              [(1, 0.1 * budget, MISS), (2, reach, HIT), (3, reach + 1, HIT)])
   board = score(tmp_path, ruleset=ruleset, version=version)
   assert board.times["a"]["ogbg_small"].seconds == expected
 
