@@ -392,8 +392,9 @@ def _train_loop(trial: _Trial) -> TrialResult:
   input_queue = counter
   jax.block_until_ready((params, optimizer_state))
 
+  # Wall clock of the whole trial, earlier (preempted) sessions included.
   start = _now() - trial.duration_before
-  last_step_end = start
+  last_step_end = _now()
   last_eval_end = -math.inf  # AlgoPerf evaluates right after the first step
   done = False
   status, message = "completed", ""

@@ -79,9 +79,11 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, submission):
   assert os.path.exists(broken / "flags_1.json")
   status = json.load(open(broken / "status.json"))
   assert status["status"] == "completed" and status["preemption_count"] == 1
-  # Submission time keeps accumulating across the restart.
+  # Submission time keeps accumulating across the restart, and never exceeds
+  # the wall time of the whole trial.
   scores = [r["score"] for r in got]
   assert scores == sorted(scores)
+  assert all(r["score"] <= r["total_duration"] for r in got)
 
 
 def test_refuses_to_resume_another_submissions_trial(tmp_path):
