@@ -72,8 +72,17 @@ def make_mesh(devices: list | None = None) -> Mesh:
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
-  """Place every leaf of ``tree`` on all devices of ``mesh``."""
-  return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+  """Place every leaf of ``tree`` on all devices of ``mesh``.
+
+  Each leaf keeps its memory kind, so averaging buffers offloaded to host
+  memory (``pinned_host``) stay there.
+  """
+
+  def put(leaf):
+    kind = getattr(getattr(leaf, "sharding", None), "memory_kind", None)
+    return jax.device_put(leaf, NamedSharding(mesh, PartitionSpec(), memory_kind=kind))
+
+  return jax.tree.map(put, tree)
 
 
 def _leaf_sharding(leaf: Any, mesh: Mesh) -> NamedSharding:

@@ -49,3 +49,19 @@ def test_one_and_eight_devices_agree(submission):
   for a, b in zip(one["rows"], eight["rows"]):
     for key in ("train/loss", "validation/loss", "validation/accuracy"):
       np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6)
+
+
+def test_replicate_keeps_host_offloaded_buffers_on_the_host():
+  import jax
+  import jax.numpy as jnp
+
+  from algoperf_avg import sharding
+
+  mesh = sharding.make_mesh()
+  kinds = {m.kind for m in jax.devices()[0].addressable_memories()}
+  if "pinned_host" not in kinds:
+    pytest.skip(f"this backend has no pinned_host memory ({sorted(kinds)})")
+  host = jax.device_put(jnp.ones(4), jax.memory.Space.Host)
+  tree = sharding.replicate({"on_device": jnp.ones(4), "on_host": host}, mesh)
+  assert tree["on_host"].sharding.memory_kind == "pinned_host"
+  assert tree["on_device"].sharding.memory_kind == "device"
