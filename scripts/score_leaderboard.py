@@ -12,6 +12,7 @@ the score table (``<board>.csv``), the performance profile (``<board>_profile.pn
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 from absl import app, flags
@@ -24,23 +25,10 @@ _ARCHIVE = flags.DEFINE_string(
     "The leaderboard logs: a .tar.xz archive or its extracted folder.")
 _OUT = flags.DEFINE_string("out", os.path.join(ROOT, "results", "leaderboard"), "Output folder.")
 
-# mlcommons/submissions_algorithms (commit 12c8e4ea): previous_leaderboards/
-# algoperf_v05/README.md and README.md (v0.6); the v0.6 self-tuning table is
-# not published. Same numbers as in tests/test_scoring.py.
-PUBLISHED = {
-    "algoperf_v05/logs/external_tuning": {
-        "shampoo_submission": 0.7784, "schedule_free_adamw": 0.7077,
-        "generalized_adam": 0.6383, "cyclic_lr": 0.6301, "nadamp": 0.5909,
-        "baseline": 0.5707, "amos": 0.4918, "caspr_adaptive": 0.4722,
-        "lawa_queue": 0.3699, "lawa_ema": 0.3384, "schedule_free_prodigy": 0.0,
-    },
-    "algoperf_v05/logs/self_tuning": {
-        "schedule_free_adamw": 0.8542, "baseline": 0.8194,
-        "nadamw_sequential": 0.3308, "sinv6_75": 0.1420, "sinv6": 0.0903,
-        "adamg": 0.0,
-    },
-    "algoperf_v06/logs/external_tuning": {"shampoo": 0.6244, "baseline": 0.4590},
-}
+# The published scores, with their sources, live beside the test that checks
+# them (mlcommons/submissions_algorithms, commit 12c8e4ea).
+sys.path.insert(0, ROOT)
+from tests.test_scoring import PUBLISHED  # noqa: E402
 
 
 def main(argv: list[str]) -> None:

@@ -56,8 +56,8 @@ def test_ema_submission_bn_policies(policy):
   # Recomputed: the mean over the next 3 training batches of the EMA weights'
   # batch statistics (the queue was consumed by exactly those batches).
   assert next(queue) is batches[13]
-  means, variances = zip(*(exact_stats(workload, prepared.eval_params, b)
-                           for b in batches[10:13]))
+  stats = [exact_stats(workload, prepared.eval_params, b) for b in batches[10:13]]
+  means, variances = [s[0] for s in stats], [s[1] for s in stats]
   got = prepared.eval_model_state["BatchNorm_0"]
   np.testing.assert_allclose(got["mean"], np.mean(means, 0), rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(got["var"], np.mean(variances, 0), rtol=1e-4, atol=1e-5)

@@ -17,7 +17,7 @@ def numpy_nadamw(grads, params, lrs, b1, b2, eps, wd):
   m = np.zeros_like(params)
   v = np.zeros_like(params)
   p = params.copy()
-  for t, (g, lr) in enumerate(zip(grads, lrs), start=1):
+  for t, (g, lr) in enumerate(zip(grads, lrs, strict=True), start=1):
     m = b1 * m + (1 - b1) * g
     v = b2 * v + (1 - b2) * g * g
     m_hat = (b1 * m + (1 - b1) * g) / (1 - b1**t)  # Nesterov look-ahead

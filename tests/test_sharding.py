@@ -46,7 +46,7 @@ def test_one_and_eight_devices_agree(submission):
   assert one["devices"] == 1 and eight["devices"] == 8
   assert eight["batch_shards"] == 8  # the batch really is split
   assert [r["global_step"] for r in one["rows"]] == [10, 20, 30, 40]
-  for a, b in zip(one["rows"], eight["rows"]):
+  for a, b in zip(one["rows"], eight["rows"], strict=True):
     for key in ("train/loss", "validation/loss", "validation/accuracy"):
       np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6)
 

@@ -69,7 +69,7 @@ class ToyWorkload(spec.Workload):
     order_rng = np.random.default_rng(int(jax.random.randint(data_rng, (), 0, 2**30)))
 
     def batches():
-      for epoch in itertools.count():
+      for _ in itertools.count():
         idx = order_rng.permutation(n) if split == "train" else np.arange(n)
         for start in range(0, n - global_batch_size + 1, global_batch_size):
           sel = idx[start:start + global_batch_size]
@@ -97,8 +97,9 @@ class ToyWorkload(spec.Workload):
     return {"summed": (per_example * mask).sum(), "n_valid_examples": mask.sum(),
             "per_example": per_example * mask}
 
-  def _eval_batch(self, params, batch):
-    logits, _ = self.model_fn(params, batch, {}, spec.ForwardPassMode.EVAL, None, False)
+  def _eval_batch(self, params, batch, model_state):
+    logits, _ = self.model_fn(params, batch, model_state, spec.ForwardPassMode.EVAL,
+                              None, False)
     loss = self.loss_fn(batch["targets"], logits, batch["weights"])
     correct = ((logits.argmax(-1) == batch["targets"]) * batch["weights"]).sum()
     return loss["summed"], correct, batch["weights"].sum()
@@ -108,7 +109,7 @@ class ToyWorkload(spec.Workload):
     totals = np.zeros(3)
     for batch in self.build_input_queue(rng, split, data_dir, global_batch_size,
                                         repeat=False):
-      totals += np.array([float(v) for v in self._eval_fn(params, batch)])
+      totals += np.array([float(v) for v in self._eval_fn(params, batch, model_state)])
     return {"loss": totals[0] / totals[2], "accuracy": totals[1] / totals[2]}
 
 
@@ -144,18 +145,3 @@ class ToyBNWorkload(ToyWorkload):
                                           mutable=["batch_stats"])
       return logits, updates["batch_stats"]
     return self._model.apply(variables, batch["inputs"], train=train), model_state
-
-  def _eval_batch(self, params, batch, model_state=None):
-    logits, _ = self.model_fn(params, batch, model_state, spec.ForwardPassMode.EVAL,
-                              None, False)
-    loss = self.loss_fn(batch["targets"], logits, batch["weights"])
-    correct = ((logits.argmax(-1) == batch["targets"]) * batch["weights"]).sum()
-    return loss["summed"], correct, batch["weights"].sum()
-
-  def eval_model_on_split(self, split, num_examples, global_batch_size, params,
-                          model_state, rng, data_dir):
-    totals = np.zeros(3)
-    for batch in self.build_input_queue(rng, split, data_dir, global_batch_size,
-                                        repeat=False):
-      totals += np.array([float(v) for v in self._eval_fn(params, batch, model_state)])
-    return {"loss": totals[0] / totals[2], "accuracy": totals[1] / totals[2]}
