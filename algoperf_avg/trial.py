@@ -1,0 +1,208 @@
+"""Bookkeeping of one trial: clocks, eval rows, log files, checkpoints.
+
+`runner.train_once` owns the training loop; everything a checkpoint must
+carry across a preemption lives here, in `Trial`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+from algoperf_avg import checkpoints, logs, sharding, spec
+
+now = time.perf_counter
+PARAMS_DIR = "params"  # <log_dir>/params/<step>: weights kept for post-hoc averaging
+
+
+def global_batch_size(workload: spec.Workload, submission: spec.Submission) -> int:
+  """The submission's batch size for this workload, or the workload default."""
+  size = submission.get_batch_size(workload.workload_id)
+  return int(size) if size else workload.default_batch_size
+
+
+class CountingIterator:
+  """Counts the batches taken, so a resumed run can skip exactly those."""
+
+  def __init__(self, iterator):
+    self.iterator = iterator
+    self.taken = 0
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    batch = next(self.iterator)
+    self.taken += 1
+    return batch
+
+
+class Trial:
+  """Clocks, eval history and files of one trial (everything a checkpoint holds)."""
+
+  def __init__(self, workload, submission, hparams, rng_seed, data_dir, log_dir, options):
+    self.workload = workload
+    self.submission = submission
+    self.hparams = hparams
+    self.data_dir = data_dir
+    self.log_dir = log_dir
+    self.options = options
+    self.budget = workload.max_allowed_runtime_sec * options.budget_multiplier
+    self.batch_size = global_batch_size(workload, submission)
+    self.rng_seed = rng_seed
+    self.global_step = 0
+    self.preemption_count = 0
+    self.batches_taken = 0
+    self.submission_time = 0.0
+    self.eval_time = 0.0
+    self.logging_time = 0.0
+    self.duration_before = 0.0  # wall time of earlier (preempted) sessions
+    self.eval_results: list[tuple[int, dict[str, float]]] = []
+    self.first_target: tuple[int, float] | None = None
+    # Every process checkpoints (orbax coordinates them); only process 0 logs.
+    self.writes_logs = bool(log_dir) and sharding.is_logging_process()
+    self.logger = logs.MetricsLogger(log_dir if self.writes_logs else None)
+    self.checkpoint_dir = (
+        os.path.join(log_dir, "checkpoints") if log_dir and options.save_checkpoints
+        else None
+    )
+
+  # ----- files ---------------------------------------------------------------
+
+  def check_same_run(self) -> None:
+    """Refuse to resume into a trial folder of another workload or submission."""
+    meta_path = os.path.join(self.log_dir or "", "meta_data_0.json")
+    if not self.log_dir or not os.path.exists(meta_path):
+      return
+    try:
+      with open(meta_path) as f:
+        meta = json.load(f)
+    except (OSError, ValueError) as e:
+      raise spec.UsageError(f"cannot read {meta_path}: {e}") from e
+    mine = {"workload_id": self.workload.workload_id, "submission": self.submission.name}
+    theirs = {k: meta.get(k) for k in mine}
+    if theirs != mine:
+      raise spec.UsageError(
+          f"{self.log_dir} holds a run of {theirs}, not {mine}; "
+          "use another --experiment_dir"
+      )
+
+  def write_start_files(self) -> None:
+    if not self.writes_logs:
+      return
+    p = self.preemption_count
+    os.makedirs(self.log_dir, exist_ok=True)
+    logs.write_json(os.path.join(self.log_dir, "hparams.json"), self.hparams.to_dict())
+    logs.write_json(
+        os.path.join(self.log_dir, f"meta_data_{p}.json"),
+        logs.meta_data(self.workload, self.rng_seed, {
+            "submission": self.submission.name,
+            "submission_source": self.submission.source,
+            "global_batch_size": self.batch_size,
+            "budget_sec": self.budget,
+            "resumed_at_step": self.global_step,
+        }),
+    )
+    logs.write_json(os.path.join(self.log_dir, f"flags_{p}.json"),
+                    dict(self.options.flags or {}))
+    self.write_status("running")
+
+  def write_status(self, status: str, message: str = "") -> None:
+    if self.writes_logs:
+      logs.write_json(
+          os.path.join(self.log_dir, "status.json"),
+          {"status": status, "message": message, "global_step": self.global_step,
+           "preemption_count": self.preemption_count},
+      )
+
+  # ----- checkpoints -----------------------------------------------------------
+
+  def save(self, state: dict[str, Any], start: float) -> None:
+    if not self.checkpoint_dir:
+      return
+    checkpoints.save_checkpoint(self.checkpoint_dir, self.global_step, state, {
+        "global_step": self.global_step,
+        "preemption_count": self.preemption_count,
+        "batches_taken": self.batches_taken,
+        "submission_time": self.submission_time,
+        "eval_time": self.eval_time,
+        "logging_time": self.logging_time,
+        "total_duration": now() - start,
+        "eval_results": self.eval_results,
+        "eval_rows": self.logger.rows,
+        "first_target": self.first_target,
+    })
+
+  def save_params(self, params: Any) -> None:
+    """Keep this step's weights (untimed, logging time) for `posthoc` sweeps."""
+    if not self.log_dir:
+      return
+    t0 = now()
+    checkpoints.save_checkpoint(
+        os.path.join(self.log_dir, PARAMS_DIR), self.global_step, {"params": params},
+        {"global_step": self.global_step, "submission_time": self.submission_time},
+        keep=None,
+    )
+    self.logging_time += now() - t0
+
+  def restore(self, template: dict[str, Any]) -> dict[str, Any] | None:
+    """Load the latest checkpoint into this trial; returns its state or None."""
+    if not self.checkpoint_dir:
+      return None
+    restored = checkpoints.restore_latest(self.checkpoint_dir, template)
+    if restored is None:
+      return None
+    meta = restored.metadata
+    self.global_step = int(meta["global_step"])
+    self.preemption_count = int(meta["preemption_count"]) + 1
+    self.batches_taken = int(meta["batches_taken"])
+    self.submission_time = float(meta["submission_time"])
+    self.eval_time = float(meta["eval_time"])
+    self.logging_time = float(meta["logging_time"])
+    self.duration_before = float(meta["total_duration"])
+    self.eval_results = [(int(s), dict(m)) for s, m in meta["eval_results"]]
+    self.first_target = tuple(meta["first_target"]) if meta["first_target"] else None
+    # The checkpoint's rows are the truth: rows logged after it (by the
+    # session that was killed) are redone, never duplicated.
+    self.logger.rows = [dict(r) for r in meta["eval_rows"]]
+    return restored.state
+
+  # ----- evaluation --------------------------------------------------------------
+
+  def evaluate(self, params, model_state, eval_params, eval_state, averaged, rng, start):
+    """Untimed evaluation; returns the logged row."""
+    t0 = now()
+    workload = self.workload
+    metrics = workload.eval_model(
+        workload.eval_batch_size, eval_params, eval_state, rng, self.data_dir
+    )
+    if averaged and self.options.log_online_metrics:
+      online = workload.eval_model(
+          workload.eval_batch_size, params, model_state, rng, self.data_dir,
+          splits=("validation",),
+      )
+      metrics.update({
+          logs.ONLINE_PREFIX + k.split("/", 1)[1]: v for k, v in online.items()
+      })
+    t1 = now()
+    self.eval_time += t1 - t0
+    row = self.time_row(t1, start) | metrics
+    self.eval_results.append((self.global_step, metrics))
+    if self.first_target is None and workload.has_reached_validation_target(metrics):
+      self.first_target = (self.global_step, self.submission_time)
+    self.logger.append(row)
+    self.logging_time += now() - t1
+    return row
+
+  def time_row(self, now: float, start: float) -> dict[str, Any]:
+    return {
+        "global_step": self.global_step,
+        "preemption_count": self.preemption_count,
+        "score": self.submission_time,
+        "accumulated_submission_time": self.submission_time,
+        "accumulated_eval_time": self.eval_time,
+        "accumulated_logging_time": self.logging_time,
+        "total_duration": now - start,
+    }
