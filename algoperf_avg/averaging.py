@@ -412,6 +412,15 @@ def _mean(state: Any, params: optax.Params) -> optax.Params:
   )
 
 
+def has_average(opt_state: optax.OptState) -> bool:
+  """Whether ``opt_state`` holds a `lawa`, `ema` or `swa` state (by name)."""
+  return any(
+      isinstance(state, _STATE_TYPES)
+      for t in _STATE_TYPES
+      for _, state in optax.tree.get_all_with_path(opt_state, t.__name__)
+  )
+
+
 def averaged_params(
     opt_state: optax.OptState, params: optax.Params, name: str | None = None
 ) -> optax.Params:

@@ -129,9 +129,8 @@ class OptaxSubmission:
     if eval_fn is None:
       from algoperf_avg import averaging
 
-      # averaged_params hands back `model_params` itself when the chain holds
-      # no averaging transform; then eval uses the training weights directly.
-      if averaging.averaged_params(opt_state, model_params) is not model_params:
+      # Without an averaging transform, eval uses the training weights as is.
+      if averaging.has_average(opt_state):
         eval_fn = averaging.averaged_params
     self._eval_params = jax.jit(eval_fn) if eval_fn else None
     policy = hyperparameters.get("bn_policy", "latest")

@@ -75,8 +75,9 @@ def format_summary(workload, named_results: list[tuple[str, Any]]) -> str:
   metric = workload.target_metric_name
   key = f"validation/{metric}"
   online_key = logs.ONLINE_PREFIX + metric
+  width = max([len("submission")] + [len(name) for name, _ in named_results]) + 2
   header = (
-      f"{'submission':<18}{'status':<10}{'steps':>7}{'time_s':>9}  "
+      f"{'submission':<{width}}{'status':<10}{'steps':>7}{'time_s':>9}  "
       f"{'steps_to_target':>15}{'time_to_target_s':>17}{'steps ratio':>12}"
       f"{'best val':>10}{'best online':>12}"
   )
@@ -93,7 +94,7 @@ def format_summary(workload, named_results: list[tuple[str, Any]]) -> str:
         r.steps_to_target / reference if r.steps_to_target and reference else None
     )
     lines.append(
-        f"{name:<18}{r.status:<10}{r.global_step:>7}{r.accumulated_submission_time:>9.1f}  "
+        f"{name:<{width}}{r.status:<10}{r.global_step:>7}{r.accumulated_submission_time:>9.1f}  "
         f"{_fmt(r.steps_to_target, 'd') if r.reached_target else 'missed':>15}"
         f"{_fmt(r.time_to_target, '.1f'):>17}{_fmt(ratio, '.3f'):>12}"
         f"{_fmt(_best(r.eval_rows, key, workload.target_direction), '.4f'):>10}"

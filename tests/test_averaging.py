@@ -415,3 +415,14 @@ class ShardingTest(absltest.TestCase):
 
 if __name__ == "__main__":
   absltest.main()
+
+
+class HasAverageTest(absltest.TestCase):
+
+  def test_found_by_name_in_nested_chains_only_when_present(self):
+    params = {"w": jnp.zeros(3)}
+    plain = optax.chain(optax.sgd(0.1), optax.scale(1.0))
+    self.assertFalse(averaging.has_average(plain.init(params)))
+    for avg in (averaging.ema(0.9), averaging.lawa(2, 1), averaging.swa()):
+      nested = optax.chain(optax.clip(1.0), optax.chain(optax.sgd(0.1), avg))
+      self.assertTrue(averaging.has_average(nested.init(params)))

@@ -10,6 +10,8 @@ import sys
 import numpy as np
 import pytest
 
+from algoperf_avg import registry
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 CHILD = """
@@ -40,7 +42,7 @@ def run_child(num_devices, submission="nadamw"):
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("submission", ["nadamw", "nadamw_ema"])
+@pytest.mark.parametrize("submission", registry.submission_names())
 def test_one_and_eight_devices_agree(submission):
   one, eight = run_child(1, submission), run_child(8, submission)
   assert one["devices"] == 1 and eight["devices"] == 8
