@@ -98,8 +98,13 @@ def shard_batch(batch: Any, mesh: Mesh) -> Any:
   """Turn a host batch into global arrays split along the leading axis.
 
   With several processes, ``batch`` is this process's part of the global
-  batch (each host feeds its own shard).
+  batch (each host feeds its own shard). A dict batch whose leaves all have
+  the example axis first is padded (weight 0) to a multiple of the local
+  device count, so a short last batch still splits evenly.
   """
+  local_devices = mesh.devices.size // jax.process_count()
+  if _examples_first(batch) and local_devices > 1:
+    batch = pad_batch(batch, local_devices)
 
   def put(leaf):
     leaf = np.asarray(leaf)
@@ -109,6 +114,13 @@ def shard_batch(batch: Any, mesh: Mesh) -> Any:
     return jax.make_array_from_process_local_data(sharding, leaf)
 
   return jax.tree.map(put, batch)
+
+
+def _examples_first(batch: Any) -> bool:
+  if not isinstance(batch, dict) or "targets" not in batch:
+    return False
+  size = len(batch["targets"])
+  return all(np.shape(leaf)[:1] == (size,) for leaf in jax.tree.leaves(batch))
 
 
 def pad_batch(batch: dict[str, Any], multiple: int) -> dict[str, Any]:

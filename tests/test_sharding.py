@@ -67,3 +67,38 @@ def test_replicate_keeps_host_offloaded_buffers_on_the_host():
   tree = sharding.replicate({"on_device": jnp.ones(4), "on_host": host}, mesh)
   assert tree["on_host"].sharding.memory_kind == "pinned_host"
   assert tree["on_device"].sharding.memory_kind == "device"
+
+
+SHORT_BATCH_CHILD = """
+import json
+import jax, numpy as np
+from algoperf_avg import sharding
+from tests.toy import ToyWorkload
+workload = ToyWorkload()
+batch = next(workload.build_input_queue(jax.random.key(0), "train", None, 30))
+params, _ = workload.init_model_fn(jax.random.key(1))
+mesh = sharding.make_mesh()
+sharded = sharding.shard_batch(batch, mesh)
+def mean_loss(params, batch):
+  logits, _ = workload.model_fn(params, batch, {}, None, None, False)
+  loss = workload.loss_fn(batch["targets"], logits, batch["weights"])
+  return loss["summed"] / loss["n_valid_examples"]
+print(json.dumps({
+    "shape": list(sharded["inputs"].shape),
+    "shards": len(sharded["inputs"].addressable_shards),
+    "weights": np.asarray(sharded["weights"]).tolist(),
+    "loss_padded": float(jax.jit(mean_loss)(sharding.replicate(params, mesh), sharded)),
+    "loss_plain": float(mean_loss(params, batch)),
+}))
+"""
+
+
+def test_short_batch_is_padded_with_zero_weights():
+  env = dict(os.environ, PYTHONPATH=ROOT, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  out = subprocess.run([sys.executable, "-c", SHORT_BATCH_CHILD], capture_output=True,
+                       text=True, env=env, cwd=ROOT, timeout=120)
+  assert out.returncode == 0, out.stderr[-2000:]
+  got = json.loads(out.stdout.strip().splitlines()[-1])
+  assert got["shape"] == [32, 8] and got["shards"] == 8
+  assert got["weights"] == [1.0] * 30 + [0.0, 0.0]
+  np.testing.assert_allclose(got["loss_padded"], got["loss_plain"], rtol=1e-6)
