@@ -110,7 +110,8 @@ def _prepare_run(submission_ref: str, num_studies: int = 1):
   Returns ``(workload, submission, studies)``, ``studies`` being one list of
   trial hyperparameters per study.
   """
-  from algoperf_avg import registry, tuning
+  from algoperf_avg import registry
+  from algoperf_avg.training import tuning
 
   workload = registry.get_workload(_WORKLOAD.value, _SIZE.value)
   if workload.requires_data_dir and not (
@@ -141,8 +142,8 @@ def _prepare_run(submission_ref: str, num_studies: int = 1):
 
 def _run_trials(workload, submission, studies, experiment_dir: str, seed: int):
   """Run every trial of every study; finished trials (on rerun) are skipped."""
-  from algoperf_avg import logs, runner
-  from algoperf_avg.progress import ProgressBar
+  from algoperf_avg.training import logs, runner
+  from algoperf_avg.training.progress import ProgressBar
 
   results, failed = [], 0
   for study, trials in enumerate(studies):
@@ -183,7 +184,7 @@ def _run_trials(workload, submission, studies, experiment_dir: str, seed: int):
 
 
 def _finish(workload, named_results, failed: int, exp: str) -> None:
-  from algoperf_avg.progress import format_summary
+  from algoperf_avg.training.progress import format_summary
 
   print(format_summary(workload, named_results))
   print(f"logs: {os.path.abspath(exp)}  (score: algoperf-avg score {exp})")
@@ -201,7 +202,7 @@ def _cmd_run(num_studies: int = 1) -> None:
 
 
 def _cmd_tune() -> None:
-  from algoperf_avg import tuning
+  from algoperf_avg.training import tuning
 
   ruleset = tuning.get_ruleset(_RULESET.value)
   ruleset.check_args(_SEARCH_SPACE.value, _NUM_TRIALS.value)
@@ -257,7 +258,7 @@ def _ruleset_given() -> str | None:
 
 
 def _cmd_score(args: list[str]) -> None:
-  from algoperf_avg import scoring
+  from algoperf_avg.analysis import scoring
 
   if len(args) != 1:
     raise spec.UsageError("usage: algoperf-avg score EXP_DIR [--ruleset external|self] [--reference NAME] [--steps] [--out CSV]")
@@ -269,7 +270,7 @@ def _cmd_score(args: list[str]) -> None:
 
 
 def _cmd_plot(args: list[str]) -> None:
-  from algoperf_avg import plots
+  from algoperf_avg.analysis import plots
 
   if len(args) != 1:
     raise spec.UsageError("usage: algoperf-avg plot EXP_DIR --out DIR")
@@ -282,7 +283,7 @@ def _cmd_plot(args: list[str]) -> None:
 
 
 def _cmd_posthoc(args: list[str]) -> None:
-  from algoperf_avg import posthoc
+  from algoperf_avg.averaging import posthoc
 
   if len(args) != 1:
     raise spec.UsageError("usage: algoperf-avg posthoc TRIAL_DIR --lawa=EVERY:WINDOW,... "
@@ -311,7 +312,7 @@ def main(argv: Sequence[str]) -> None:
   }
   try:
     if command in ("run", "tune", "benchmark"):
-      from algoperf_avg import sharding
+      from algoperf_avg.training import sharding
 
       sharding.initialize_distributed(
           _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value
@@ -326,7 +327,7 @@ def main(argv: Sequence[str]) -> None:
 
 def run() -> None:
   """Console-script entry point."""
-  from algoperf_avg import sharding
+  from algoperf_avg.training import sharding
 
   # Before JAX starts its backend: on CPU, several host devices use every core.
   sharding.cpu_device_flags()

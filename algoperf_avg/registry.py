@@ -102,7 +102,7 @@ def load_submission(name_or_path: str) -> spec.Submission:
   """
   module, name, source = _import_submission(name_or_path)
   if hasattr(module, "make_optimizer"):
-    from algoperf_avg.optax_submission import OptaxSubmission
+    from algoperf_avg.training.optax_submission import OptaxSubmission
 
     return dataclasses.replace(
         OptaxSubmission(module, name).as_submission(source),

@@ -5,7 +5,8 @@ from __future__ import annotations
 import keyword
 import os
 
-from algoperf_avg import logs, spec
+from algoperf_avg import spec
+from algoperf_avg.training import logs
 
 TEMPLATE = '''"""{name}: a new submission (edit me).
 
@@ -20,7 +21,9 @@ data_selection) instead; see submissions/ for examples.
 
 import optax
 
-from algoperf_avg import averaging, optimizers, schedules
+from algoperf_avg import averaging
+
+from algoperf_avg.training import optimizers, schedules
 
 # Every hyperparameter this submission reads. Trials (search-space JSON) may
 # only set these; the workload's reference NadamW values fill the rest, so the

@@ -40,7 +40,7 @@ import numpy as np
 import optax
 
 from algoperf_avg import averaging
-from algoperf_avg.optimizers import nadamw
+from algoperf_avg.training.optimizers import nadamw
 
 
 class Problem(NamedTuple):
@@ -89,7 +89,8 @@ def mlp_problem(batch_size: int, widths=(784, 2048, 1024, 512, 10)) -> Problem:
 
 def workload_problem(name: str, size: str, batch_size: int | None) -> Problem:
   """A registered workload, trained by the harness's own train step."""
-  from algoperf_avg import optax_submission, registry
+  from algoperf_avg import registry
+  from algoperf_avg.training import optax_submission
 
   workload = registry.get_workload(name, size)
   params, model_state = workload.init_model_fn(jax.random.key(0))

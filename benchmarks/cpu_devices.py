@@ -22,7 +22,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHILD = """
 import json, sys, time
 import jax
-from algoperf_avg import registry, runner
+from algoperf_avg import registry
+from algoperf_avg.training import runner
 workload = registry.get_workload(sys.argv[1], sys.argv[2])
 sub = registry.load_submission("nadamw")
 hp = runner.resolve_hparams(workload, sub, {})

@@ -19,7 +19,8 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from algoperf_avg import logs, registry, runner, sharding  # noqa: E402
+from algoperf_avg import registry  # noqa: E402
+from algoperf_avg.training import logs, runner, sharding  # noqa: E402
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ import time
 
 from absl import app, flags
 
-from algoperf_avg import logreader, plots, scoring
+from algoperf_avg.analysis import logreader, plots, scoring
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _ARCHIVE = flags.DEFINE_string(

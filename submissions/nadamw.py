@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import optax
 
-from algoperf_avg import optimizers, schedules
+from algoperf_avg.training import optimizers, schedules
 
 HPARAMS = (
     "learning_rate", "one_minus_beta1", "beta2", "weight_decay", "warmup_factor",
     "label_smoothing", "dropout_rate", "grad_clip", "schedule", "step_hint_factor",
-    "bn_policy", "bn_batches",  # read by the harness (algoperf_avg.optax_submission)
+    "bn_policy", "bn_batches",  # read by the harness (algoperf_avg.training.optax_submission)
 )
 
 

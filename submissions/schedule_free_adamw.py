@@ -21,7 +21,7 @@ DEFAULT_HPARAMS = {"weight_lr_power": 2.0}
 
 def make_optimizer(hparams, workload, step_hint: int) -> optax.GradientTransformation:
   """Optional clipping, then schedule-free AdamW with linear warmup."""
-  from algoperf_avg import optimizers
+  from algoperf_avg.training import optimizers
 
   links = []
   if hparams.get("grad_clip") is not None:

@@ -16,8 +16,8 @@ import numpy as np
 import optax
 from absl.testing import absltest, parameterized
 
-from algoperf_avg import averaging
-from algoperf_avg.optimizers import nadamw
+from algoperf_avg.averaging import online as averaging
+from algoperf_avg.training.optimizers import nadamw
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -367,8 +367,8 @@ SHARDED_CHILD = """
 import json
 import jax, jax.numpy as jnp, numpy as np, optax
 from jax.sharding import NamedSharding, PartitionSpec
-from algoperf_avg import averaging
-mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))  # as algoperf_avg.sharding
+from algoperf_avg.averaging import online as averaging
+mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))  # as algoperf_avg.training.sharding
 def replicate(x):  # as the runner does, keeping offloaded buffers on the host
   kind = x.sharding.memory_kind if isinstance(x, jax.Array) else None
   return jax.device_put(x, NamedSharding(mesh, PartitionSpec(), memory_kind=kind))

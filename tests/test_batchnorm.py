@@ -8,8 +8,9 @@ import jax
 import numpy as np
 import pytest
 
-from algoperf_avg import registry, runner, spec
-from algoperf_avg.optax_submission import make_batch_stats_fn
+from algoperf_avg import registry, spec
+from algoperf_avg.training import runner
+from algoperf_avg.training.optax_submission import make_batch_stats_fn
 from tests.toy import ToyBNWorkload
 
 

@@ -1,4 +1,4 @@
-"""Tests for algoperf_avg.checkpoints: round trips, pruning, crash safety."""
+"""Tests for algoperf_avg.training.checkpoints: round trips, pruning, crash safety."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ import numpy as np
 import optax
 import pytest
 
-from algoperf_avg import checkpoints, spec
+from algoperf_avg import spec
+from algoperf_avg.training import checkpoints
 
 # When a corrupt checkpoint fails to restore, orbax leaves internal async work
 # behind (an unawaited coroutine, a callback on a closed event loop); the
@@ -195,7 +196,7 @@ SAVE_FOREVER = textwrap.dedent("""
     import sys, time
     import numpy as np
     import jax
-    from algoperf_avg import checkpoints
+    from algoperf_avg.training import checkpoints
     directory = sys.argv[1]
     step = 0
     while True:
@@ -252,7 +253,7 @@ SHARDED_ROUND_TRIP = textwrap.dedent("""
     import sys
     import jax, jax.numpy as jnp
     from jax.sharding import NamedSharding, PartitionSpec as P
-    from algoperf_avg import checkpoints
+    from algoperf_avg.training import checkpoints
     mesh = jax.make_mesh((2,), ("data",))
     by_data = NamedSharding(mesh, P("data"))
     state = {

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import jax
 
-from algoperf_avg import registry, runner
+from algoperf_avg import registry
+from algoperf_avg.training import runner
 
 
 def test_nadamw_reaches_the_small_target_within_the_step_hint():

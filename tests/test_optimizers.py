@@ -8,7 +8,7 @@ import optax
 import pytest
 from absl.testing import parameterized
 
-from algoperf_avg import optimizers, schedules
+from algoperf_avg.training import optimizers, schedules
 from submissions import nadamw as nadamw_submission
 
 

@@ -7,7 +7,8 @@ import os
 
 import pytest
 
-from algoperf_avg import plots, spec
+from algoperf_avg import spec
+from algoperf_avg.analysis import plots
 from tests.test_scoring import HIT, MISS, extract_leaderboard, reach_at, write_trial
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

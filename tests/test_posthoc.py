@@ -10,7 +10,9 @@ import jax
 import numpy as np
 import pytest
 
-from algoperf_avg import checkpoints, logs, posthoc, registry, runner, spec
+from algoperf_avg import registry, spec
+from algoperf_avg.averaging import posthoc
+from algoperf_avg.training import checkpoints, logs, runner
 from tests.toy import ToyWorkload
 
 STEPS, EVAL_EVERY, SAVE_EVERY = 24, 6, 2

@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from algoperf_avg import logs, registry, runner, spec
+from algoperf_avg import registry, spec
+from algoperf_avg.training import logs, runner
 from tests.toy import ToyWorkload
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -19,7 +20,8 @@ STEPS, EVERY = 160, 10
 
 CHILD = f"""
 import sys, time
-from algoperf_avg import registry, runner
+from algoperf_avg import registry
+from algoperf_avg.training import runner
 from tests.toy import ToyWorkload
 
 class SlowToy(ToyWorkload):

@@ -11,7 +11,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from algoperf_avg import logs, registry, runner, sharding, spec
+from algoperf_avg import registry, spec
+from algoperf_avg.training import logs, runner, sharding
 from tests.toy import ToyWorkload
 
 

@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from algoperf_avg import logreader, scoring, spec
+from algoperf_avg import spec
 from algoperf_avg import targets as targets_lib
+from algoperf_avg.analysis import logreader, scoring
 
 ARCHIVE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
                        "shared", "data", "algoperf_leaderboard_logs.tar.xz")

@@ -17,7 +17,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHILD = """
 import json, sys
 import jax
-from algoperf_avg import registry, runner, sharding
+from algoperf_avg import registry
+from algoperf_avg.training import runner, sharding
 from tests.toy import ToyWorkload
 workload = ToyWorkload(validation_target=2.0)
 sub = registry.load_submission(sys.argv[1])
@@ -57,7 +58,7 @@ def test_replicate_keeps_host_offloaded_buffers_on_the_host():
   import jax
   import jax.numpy as jnp
 
-  from algoperf_avg import sharding
+  from algoperf_avg.training import sharding
 
   mesh = sharding.make_mesh()
   kinds = {m.kind for m in jax.devices()[0].addressable_memories()}
@@ -72,7 +73,7 @@ def test_replicate_keeps_host_offloaded_buffers_on_the_host():
 SHORT_BATCH_CHILD = """
 import json
 import jax, numpy as np
-from algoperf_avg import sharding
+from algoperf_avg.training import sharding
 from tests.toy import ToyWorkload
 workload = ToyWorkload()
 batch = next(workload.build_input_queue(jax.random.key(0), "train", None, 30))

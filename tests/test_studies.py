@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from algoperf_avg import logs
+from algoperf_avg.training import logs
 from tests.test_cli import assert_usage_error, cli
 
 FAILING = """

@@ -13,7 +13,8 @@ import sys
 
 import pytest
 
-from algoperf_avg import registry, runner
+from algoperf_avg import registry
+from algoperf_avg.training import runner
 from tests.toy import ToyWorkload
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

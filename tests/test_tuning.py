@@ -1,4 +1,4 @@
-"""Tests for algoperf_avg.tuning: search-space files, Halton trials, rulesets."""
+"""Tests for algoperf_avg.training.tuning: search-space files, Halton trials, rulesets."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import os
 import numpy as np
 import pytest
 
-from algoperf_avg import spec, tuning
+from algoperf_avg import spec
+from algoperf_avg.training import tuning
 
 NADAMW_SPACE = {  # AlgoPerf's archived NAdamW baseline search space, shortened.
     "learning_rate": {"min": 1e-4, "max": 1e-2, "scaling": "log"},

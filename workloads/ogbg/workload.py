@@ -19,7 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from algoperf_avg import sharding, spec
+from algoperf_avg import spec
+from algoperf_avg.training import sharding
 from workloads.ogbg import input_pipeline, metrics, model, synthetic
 
 

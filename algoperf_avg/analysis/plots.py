@@ -24,8 +24,9 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from algoperf_avg import logreader, scoring, spec
+from algoperf_avg import spec
 from algoperf_avg import targets as targets_lib
+from algoperf_avg.analysis import logreader, scoring
 
 
 def plot_command(exp_dir: str, out_dir: str, ruleset: str | None = None,

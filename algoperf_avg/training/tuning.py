@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from algoperf_avg import spec
-from algoperf_avg.halton import halton_sequence
+from algoperf_avg.training.halton import halton_sequence
 
 SCALINGS = ("linear", "log")
 _RANGE_KEYS = frozenset({"min", "max", "scaling"})

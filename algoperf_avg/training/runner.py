@@ -26,8 +26,9 @@ from typing import Any
 
 import jax
 
-from algoperf_avg import logs, sharding, spec
-from algoperf_avg import trial as trial_lib
+from algoperf_avg import spec
+from algoperf_avg.training import logs, sharding
+from algoperf_avg.training import trial as trial_lib
 
 _now = trial_lib.now
 PARAMS_DIR = trial_lib.PARAMS_DIR

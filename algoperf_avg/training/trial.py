@@ -11,7 +11,8 @@ import os
 import time
 from typing import Any
 
-from algoperf_avg import checkpoints, logs, sharding, spec
+from algoperf_avg import spec
+from algoperf_avg.training import checkpoints, logs, sharding
 
 now = time.perf_counter
 PARAMS_DIR = "params"  # <log_dir>/params/<step>: weights kept for post-hoc averaging

@@ -42,7 +42,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from algoperf_avg import checkpoints, logs, runner, spec
+from algoperf_avg import spec
+from algoperf_avg.training import checkpoints, logs, runner
 
 
 @dataclasses.dataclass(frozen=True)

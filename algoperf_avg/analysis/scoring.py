@@ -50,8 +50,10 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from algoperf_avg import logreader, logs, spec
+from algoperf_avg import spec
 from algoperf_avg import targets as targets_lib
+from algoperf_avg.analysis import logreader
+from algoperf_avg.training import logs
 
 MAX_TAU = 4.0
 NUM_TAU_POINTS = 100  # AlgoPerf's grid: np.linspace(1, 4, 100)

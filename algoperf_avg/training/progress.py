@@ -6,7 +6,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from algoperf_avg import logs
+from algoperf_avg.training import logs
 
 
 class ProgressBar:

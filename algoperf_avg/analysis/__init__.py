@@ -1,0 +1,1 @@
+"""Analysis: reading logs, scoring (time-to-target, profiles, benchmark score) and plots."""

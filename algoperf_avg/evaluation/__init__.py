@@ -1,0 +1,1 @@
+"""Evaluation: the streaming engine every workload evaluates through."""

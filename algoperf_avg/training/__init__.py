@@ -1,0 +1,1 @@
+"""Training: the fixed-budget runner, its clocks, logs, checkpoints, sharding and tuning."""
