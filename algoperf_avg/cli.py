@@ -1,4 +1,5 @@
-"""``algoperf-avg``: run, tune, benchmark, list, new-submission, score, plot.
+"""``algoperf-avg``: run, tune, benchmark, list, new-submission, score, plot,
+posthoc, setup-data.
 
 Every command validates all of its input before it writes anything; bad input
 prints one ``error: ...`` line and exits with code 2.
@@ -15,10 +16,15 @@ from absl import app, flags, logging
 from algoperf_avg import spec
 
 COMMANDS = ("run", "tune", "benchmark", "list", "new-submission", "score", "plot",
-            "posthoc")
+            "posthoc", "setup-data")
 
 _WORKLOAD = flags.DEFINE_string("workload", "ogbg", "Registered workload name.")
 _SIZE = flags.DEFINE_string("size", "small", "Workload size: full or small.")
+_WORKLOAD_OPTION = flags.DEFINE_multi_string(
+    "workload_option", [],
+    "NAME=VALUE workload option (repeatable), e.g. eval_batch_size=256; "
+    "`algoperf-avg list --options` shows each workload's.",
+)
 _SUBMISSION = flags.DEFINE_string(
     "submission", "nadamw", "Submission name (see submissions/) or path to a .py file."
 )
@@ -43,7 +49,14 @@ _EXPERIMENT_DIR = flags.DEFINE_string(
     "Where logs go: EXP/study_0/<workload>_jax/trial_<i>/ (run), "
     "EXP/<submission>/study_0/... (benchmark).",
 )
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "Dataset folder (full sizes).")
+_DATA_DIR = flags.DEFINE_string(
+    "data_dir", None,
+    "Data root (full sizes): one folder per dataset, DATA/ogbg, DATA/imagenet, ...",
+)
+_MANUAL_DIR = flags.DEFINE_string(
+    "manual_dir", None, "setup-data: folder of the archives a user downloads by hand.")
+_RAW_DIR = flags.DEFINE_string("raw_dir", None, "setup-data: folder of the raw release.")
+_OPTIONS = flags.DEFINE_boolean("options", False, "list: also list each workload's options.")
 _RNG_SEED = flags.DEFINE_integer("rng_seed", 0, "Seed of the first trial.")
 _MAX_STEPS = flags.DEFINE_integer("max_global_steps", None, "Stop after this many steps.")
 _EVAL_EVERY = flags.DEFINE_integer(
@@ -97,6 +110,22 @@ def _parse_flags(argv: Sequence[str]) -> list[str]:
   return rest
 
 
+def _workload_options() -> dict[str, str]:
+  from algoperf_avg.kit import config
+
+  try:
+    return config.parse_assignments(_WORKLOAD_OPTION.value)
+  except ValueError as e:
+    raise spec.UsageError(str(e)) from None
+
+
+def _workload(name: str | None = None, size: str | None = None):
+  from algoperf_avg import registry
+
+  return registry.get_workload(name or _WORKLOAD.value, size or _SIZE.value,
+                               **_workload_options())
+
+
 def _experiment_dir(default: str) -> str:
   return _EXPERIMENT_DIR.value or default
 
@@ -113,14 +142,8 @@ def _prepare_run(submission_ref: str, num_studies: int = 1):
   from algoperf_avg import registry
   from algoperf_avg.training import tuning
 
-  workload = registry.get_workload(_WORKLOAD.value, _SIZE.value)
-  if workload.requires_data_dir and not (
-      _DATA_DIR.value and os.path.isdir(_DATA_DIR.value)
-  ):
-    raise spec.UsageError(
-        f"workload {workload.workload_id} reads its dataset from disk: pass "
-        f"--data_dir=DIR (got {_DATA_DIR.value!r}); or use --size=small"
-    )
+  workload = _workload()
+  workload.check_data(_DATA_DIR.value)
   submission = registry.load_submission(submission_ref)
   ruleset = tuning.get_ruleset(_RULESET.value)
   if _SEARCH_SPACE.value:
@@ -229,18 +252,39 @@ def _cmd_benchmark() -> None:
 
 def _cmd_list() -> None:
   from algoperf_avg import registry
+  from algoperf_avg.kit import config
 
-  header = f"{'workload':<22}{'size':<7}{'params':>12}  {'metric':<26}{'target':>10}{'step_hint':>10}{'budget_s':>10}"
+  header = (f"{'workload':<24}{'size':<7}{'params':>13}  {'metric':<24}{'target':>10}"
+            f"{'step_hint':>10}{'budget':>12}")
   print(header)
   for name in sorted(registry.WORKLOADS):
     cls = registry.workload_class(name)
     for size in cls.sizes:
       d = cls(size).describe()
       arrow = ">" if d["direction"] == "max" else "<"
+      budget = (f"{d['step_budget']:,} steps" if d["step_budget"]
+                else f"{d['max_runtime_sec']:,.0f} s")
       print(
-          f"{name:<22}{size:<7}{d['params']:>12,}  {d['metric']:<26}"
-          f"{arrow}{d['validation_target']:>9g}{d['step_hint']:>10,}{d['max_runtime_sec']:>10,.0f}"
+          f"{name:<24}{size:<7}{d['params']:>13,}  {d['metric']:<24}"
+          f"{arrow}{d['validation_target']:>9g}{d['step_hint']:>10,}{budget:>12}"
       )
+    if _OPTIONS.value:
+      for option, spec_ in sorted((dict(config.COMMON_OPTIONS) | dict(cls.options)).items()):
+        print(f"    --workload_option={option}=...  {spec_.help} (default {spec_.default!r})")
+
+
+def _cmd_setup_data(args: list[str]) -> None:
+  from algoperf_avg import registry
+
+  if len(args) != 1:
+    raise spec.UsageError("usage: algoperf-avg setup-data WORKLOAD --data_dir=DIR "
+                          "[--manual_dir=DIR] [--raw_dir=DIR]")
+  if not _DATA_DIR.value:
+    raise spec.UsageError("setup-data needs --data_dir=DIR (the data root)")
+  cls = registry.workload_class(args[0])
+  given = {"manual_dir": _MANUAL_DIR.value, "raw_dir": _RAW_DIR.value}
+  path = cls.setup_data(_DATA_DIR.value, **{k: v for k, v in given.items() if v})
+  print(f"prepared {args[0]} in {path}")
 
 
 def _cmd_new_submission(args: list[str]) -> None:
@@ -309,6 +353,7 @@ def main(argv: Sequence[str]) -> None:
       "score": lambda: _cmd_score(args),
       "plot": lambda: _cmd_plot(args),
       "posthoc": lambda: _cmd_posthoc(args),
+      "setup-data": lambda: _cmd_setup_data(args),
   }
   try:
     if command in ("run", "tune", "benchmark"):

@@ -40,9 +40,13 @@ def workload_class(name: str) -> type[spec.Workload]:
   return getattr(importlib.import_module(module_name), class_name)
 
 
-def get_workload(name: str, size: str = "full") -> spec.Workload:
-  """An instance of workload ``name`` at ``size`` ("full" or "small")."""
-  return workload_class(name)(size)
+def get_workload(name: str, size: str = "full", **options) -> spec.Workload:
+  """An instance of workload ``name`` at ``size`` ("full" or "small").
+
+  ``options`` are the workload's options (`kit.config.Option`); an unknown
+  one is a `spec.UsageError`.
+  """
+  return workload_class(name)(size, **options)
 
 
 def submission_names() -> list[str]:

@@ -17,7 +17,8 @@ from __future__ import annotations
 import abc
 import dataclasses
 import enum
-import math
+import itertools
+import os
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar, NamedTuple
 
@@ -159,48 +160,58 @@ SUBMISSION_FUNCTIONS = (
 )
 
 
-def _param_type_from_path(path: tuple[Any, ...], leaf: Any) -> ParameterType:
-  """Best-effort `ParameterType` from a Flax parameter path."""
-  names = [str(getattr(k, "key", getattr(k, "name", k))).lower() for k in path]
-  last = names[-1] if names else ""
-  scope = "/".join(names[:-1])
-  if "layernorm" in scope or "layer_norm" in scope or "ln" in names[:-1]:
-    return ParameterType.LAYER_NORM_BIAS if last == "bias" else (
-        ParameterType.LAYER_NORM_SCALE)
-  if "batchnorm" in scope or "batch_norm" in scope or "bn" in names[:-1]:
-    return ParameterType.BATCH_NORM_BIAS if last == "bias" else (
-        ParameterType.BATCH_NORM_SCALE)
-  if last == "bias":
-    return ParameterType.BIAS
-  if last == "embedding":
-    return ParameterType.EMBEDDING
-  if last == "kernel" and getattr(leaf, "ndim", 0) == 4:
-    return ParameterType.CONV_WEIGHT
-  return ParameterType.WEIGHT
-
-
 class Workload(abc.ABC):
-  """Base class of every workload.
+  """Base class of every workload: AlgoPerf's interface on the workload kit.
 
-  A subclass sets `name`, `sizes` and `loss_type`, and implements the data,
-  model, loss and per-split evaluation. Targets and budgets come from
-  `algoperf_avg.targets`, keyed by `workload_id` (``"ogbg"`` for the full
-  size, ``"ogbg_small"`` for the small one), so the scorer and the workload
-  can never disagree.
+  A subclass declares, as class attributes:
+
+  * ``name``, ``sizes`` and ``loss_type``;
+  * ``configs``: one frozen `kit.config.SizeConfig` per size (example counts,
+    batch sizes, reference hyperparameters, plus its own model/data fields),
+    read by the properties below;
+  * ``options``: its `kit.config.Option` table (``Workload(size, **options)``);
+  * ``dataset``: its folder under the data root (``DATA/ogbg``), for the
+    sizes that read data (not the ``generated_sizes``);
+  * ``batch_pad_values``: pad value per batch key where it is not 0;
+  * ``batch_norm_momentum`` when its model state holds batch statistics.
+
+  and implements the model (`init_model_fn`, `model_fn`, `loss_fn`), the
+  data (`train_batches`, `eval_batches`, `data_problem`) and the evaluation
+  (`eval_step`, `finalize_metrics`). The library owns the rest: the eval loop
+  (`evaluation.engine`), padding, sharding, caching of small splits, target
+  checks (`targets.Targets.reached`) and parameter types
+  (`kit.param_types`). Targets and budgets come from `algoperf_avg.targets`,
+  keyed by `workload_id` (``"ogbg"`` for the full size, ``"ogbg_small"`` for
+  the small one), so the scorer and the workload can never disagree.
   """
 
   name: ClassVar[str]
   sizes: ClassVar[tuple[str, ...]] = ("full", "small")
   loss_type: ClassVar[LossType]
+  configs: ClassVar[Mapping[str, Any]]
+  options: ClassVar[Mapping[str, Any]] = {}
+  dataset: ClassVar[str | None] = None
+  generated_sizes: ClassVar[tuple[str, ...]] = ("small",)
+  batch_pad_values: ClassVar[Mapping[str, Any]] = {}
+  batch_norm_momentum: ClassVar[float | None] = None
 
-  def __init__(self, size: str = "full"):
+  def __init__(self, size: str = "full", **options: Any):
+    from algoperf_avg.kit import config
+
     if size not in self.sizes:
       raise UsageError(
           f"workload {self.name!r} has no size {size!r}; "
           f"choose one of: {', '.join(self.sizes)}"
       )
     self.size = size
+    try:
+      self.option_values = config.resolve_options(self.name, self.options, options)
+    except ValueError as e:
+      raise UsageError(str(e)) from None
+    self.config = self.configs[size]
     self._param_shapes = None
+    self._param_types = None
+    self._evaluator = None
 
   # ----- identity, targets and budgets -------------------------------------
 
@@ -241,77 +252,165 @@ class Workload(abc.ABC):
   def step_hint(self) -> int:
     return self.targets.step_hint
 
-  def _reached(self, value: float | None, target: float | None) -> bool:
-    if value is None or target is None or not math.isfinite(value):
-      return False
-    # Strict, as in AlgoPerf's workloads: reaching means beating the target.
-    if self.target_direction == "max":
-      return value > target
-    return value < target
-
   def has_reached_validation_target(self, eval_result: Mapping[str, float]) -> bool:
-    """True when ``validation/<target metric>`` meets the validation target."""
-    return self._reached(
-        eval_result.get(f"validation/{self.target_metric_name}"),
-        self.validation_target_value,
-    )
+    """Whether ``validation/<target metric>`` meets the validation target."""
+    return self.targets.reached(
+        eval_result.get(f"validation/{self.target_metric_name}"), "validation")
 
   def has_reached_test_target(self, eval_result: Mapping[str, float]) -> bool:
-    """True when ``test/<target metric>`` meets the test target (or no test split)."""
+    """Whether ``test/<target metric>`` meets the test target (or no test split)."""
     if self.num_test_examples == 0 or self.test_target_value is None:
       return True
-    return self._reached(
-        eval_result.get(f"test/{self.target_metric_name}"),
-        self.test_target_value,
-    )
+    return self.targets.reached(
+        eval_result.get(f"test/{self.target_metric_name}"), "test")
 
-  # ----- sizes of the data --------------------------------------------------
+  # ----- sizes of the data (from the size's config) ------------------------
 
   @property
-  @abc.abstractmethod
   def num_train_examples(self) -> int:
-    """Examples in the training split."""
+    return self.config.num_train_examples
 
   @property
-  @abc.abstractmethod
   def num_eval_train_examples(self) -> int:
-    """Training examples evaluated at each eval (``train/*`` metrics)."""
+    return self.config.num_eval_train_examples
 
   @property
-  @abc.abstractmethod
   def num_validation_examples(self) -> int:
-    """Examples in the validation split."""
+    return self.config.num_validation_examples
 
   @property
   def num_test_examples(self) -> int:
-    """Examples in the test split; 0 when the workload has none."""
-    return 0
+    return self.config.num_test_examples
 
   @property
-  @abc.abstractmethod
   def eval_batch_size(self) -> int:
-    """Global batch size used for evaluation."""
-
-  @property
-  def requires_data_dir(self) -> bool:
-    """Whether this size reads a dataset from disk (small sizes generate theirs)."""
-    return self.size == "full"
-
-  @property
-  def reference_hparams(self) -> dict[str, Any]:
-    """Tuned NadamW hyperparameters for this size (used when none are given)."""
-    return {}
+    """Global eval batch size (the ``eval_batch_size`` option overrides it)."""
+    return self.option_values["eval_batch_size"] or self.config.eval_batch_size
 
   @property
   def default_batch_size(self) -> int:
     """Training batch size submissions use unless they choose their own."""
-    raise NotImplementedError(f"{self.name} has no default batch size")
+    return self.config.train_batch_size
+
+  @property
+  def reference_hparams(self) -> dict[str, Any]:
+    """Tuned NadamW hyperparameters for this size (used when none are given)."""
+    return dict(self.config.reference_hparams)
+
+  # ----- data ------------------------------------------------------------------
+
+  @property
+  def requires_data_dir(self) -> bool:
+    """Whether this size reads a dataset from disk (small sizes generate theirs)."""
+    return self.size not in self.generated_sizes
+
+  def dataset_dir(self, data_dir: str | None) -> str | None:
+    """This workload's folder under the data root, ``DATA/<dataset>``."""
+    if not data_dir or not self.requires_data_dir:
+      return None
+    return os.path.join(data_dir, self.dataset or self.name)
+
+  def data_problem(self, dataset_dir: str) -> str | None:
+    """What is missing in ``dataset_dir`` (None when ready), with how to fix it.
+
+    Called by `check_data` before a run writes anything; it should be cheap
+    (look for the prepared files, do not read them).
+    """
+    del dataset_dir
+    return None
+
+  def check_data(self, data_dir: str | None) -> None:
+    """Raise `UsageError` unless this size's data is ready under ``data_dir``."""
+    if not self.requires_data_dir:
+      return
+    if not data_dir:
+      raise UsageError(
+          f"workload {self.workload_id} reads its dataset from disk: pass the data "
+          f"root (--data_dir=DIR, holding {self.dataset or self.name}/), or use "
+          f"--size=small; prepare it with: algoperf-avg setup-data {self.name} "
+          "--data_dir=DIR")
+    if not os.path.isdir(data_dir):
+      raise UsageError(f"data root {data_dir!r} is not a folder")
+    problem = self.data_problem(self.dataset_dir(data_dir))
+    if problem:
+      raise UsageError(f"workload {self.workload_id}: {problem}")
+
+  @classmethod
+  def setup_data(cls, data_dir: str, **kwargs: Any) -> str:
+    """Prepare this workload's dataset under ``data_dir``; returns its folder.
+
+    ``algoperf-avg setup-data NAME --data_dir=DIR [--manual_dir=...]`` calls
+    it. Workloads whose data is generated have nothing to prepare.
+    """
+    del data_dir, kwargs
+    raise UsageError(f"workload {cls.name} has no dataset to prepare "
+                     "(its sizes generate their data)")
+
+  @abc.abstractmethod
+  def train_batches(
+      self,
+      data_rng: jax.Array,
+      data_dir: str | None,
+      batch_size: int,
+      *,
+      shard_index: int = 0,
+      num_shards: int = 1,
+  ) -> Iterator[Batch]:
+    """Shuffled training batches of ``batch_size`` (this shard's part), forever."""
+
+  @abc.abstractmethod
+  def eval_batches(
+      self,
+      split: str,
+      data_dir: str | None,
+      batch_size: int,
+      *,
+      shard_index: int = 0,
+      num_shards: int = 1,
+  ) -> Iterator[Batch]:
+    """One pass over this shard of ``split``, in a fixed order.
+
+    ``split`` is ``"eval_train"`` (the first `num_eval_train_examples`
+    training examples), ``"validation"`` or ``"test"``. Batches hold at most
+    ``batch_size`` examples; the engine pads them (or, for workloads that pack
+    fixed-shape batches themselves, they carry a ``valid`` mask).
+    """
+
+  def build_input_queue(
+      self,
+      data_rng: jax.Array,
+      split: str,
+      data_dir: str | None,
+      global_batch_size: int,
+      *,
+      repeat: bool = True,
+      num_batches: int | None = None,
+  ) -> Iterator[Batch]:
+    """AlgoPerf's input queue: `train_batches` for ``"train"``, else `eval_batches`.
+
+    Eval splits loop pass after pass (``repeat=False``: one pass).
+    """
+    if split == "train":
+      batches = self.train_batches(data_rng, data_dir, global_batch_size)
+    else:
+      def one_pass(epoch: int = 0) -> Iterator[Batch]:
+        del epoch
+        return self.eval_batches(split, data_dir, global_batch_size)
+
+      batches = itertools.chain.from_iterable(
+          map(one_pass, itertools.count())) if repeat else one_pass()
+    if num_batches is not None:
+      batches = itertools.islice(batches, num_batches)
+    return batches
 
   # ----- model ---------------------------------------------------------------
 
   @abc.abstractmethod
   def init_model_fn(self, rng: jax.Array) -> tuple[Params, ModelState]:
-    """Fresh parameters and model state (batch statistics; may be empty)."""
+    """Fresh parameters and model state (batch statistics; may be empty).
+
+    Pure (it runs under `jax.eval_shape` for `param_shapes`).
+    """
 
   @abc.abstractmethod
   def model_fn(
@@ -334,7 +433,7 @@ class Workload(abc.ABC):
       mask_batch: jax.Array | None = None,
       label_smoothing: float = 0.0,
   ) -> dict[str, jax.Array]:
-    """Loss as ``{"summed", "n_valid_examples", "per_example"}``.
+    """Loss as ``{"summed", "n_valid_examples", "per_example"}`` (`kit.losses`).
 
     Submissions divide ``summed`` by ``n_valid_examples`` to get the mean.
     """
@@ -354,42 +453,49 @@ class Workload(abc.ABC):
 
   @property
   def model_params_types(self) -> Any:
-    """Pytree of `ParameterType`, one per parameter."""
-    return jax.tree_util.tree_map_with_path(
-        _param_type_from_path, self.param_shapes
-    )
+    """Pytree of `ParameterType` by AlgoPerf's rules (computed once)."""
+    if self._param_types is None:
+      from algoperf_avg.kit import param_types
 
-  # ----- data and evaluation ---------------------------------------------
+      self._param_types = param_types.parameter_types(self.param_shapes)
+    return self._param_types
+
+  # ----- evaluation ---------------------------------------------------------
 
   @abc.abstractmethod
-  def build_input_queue(
+  def eval_step(
       self,
-      data_rng: jax.Array,
-      split: str,
-      data_dir: str | None,
-      global_batch_size: int,
-      *,
-      repeat: bool = True,
-      num_batches: int | None = None,
-  ) -> Iterator[Batch]:
-    """Batches of ``split`` ("train", "eval_train", "validation", "test").
+      params: Params,
+      model_state: ModelState,
+      batch: Batch,
+      rng: jax.Array,
+      metrics: str = "all",
+  ) -> Any:
+    """Traced per-batch evaluation: an `evaluation.engine.EvalOutput`.
 
-    Train batches are shuffled and repeat forever; eval batches are padded
-    with ``weights == 0`` so every example is seen exactly once.
+    ``batch`` is padded and has a per-example ``valid`` mask; sums must not
+    count padding. ``metrics="target"`` may skip everything but the target
+    metric.
     """
 
   @abc.abstractmethod
-  def eval_model_on_split(
+  def finalize_metrics(
       self,
       split: str,
-      num_examples: int,
-      global_batch_size: int,
-      params: Params,
-      model_state: ModelState,
-      rng: jax.Array,
-      data_dir: str | None,
+      sums: Mapping[str, np.ndarray],
+      per_example: Mapping[str, np.ndarray],
+      metrics: str = "all",
   ) -> dict[str, float]:
-    """Metrics (``loss`` and the target metric at least) on one split."""
+    """Metrics of a whole split from the engine's totals (``loss`` included)."""
+
+  @property
+  def evaluator(self) -> Any:
+    """The workload's `evaluation.engine.Evaluator` (jitted step, split cache)."""
+    if self._evaluator is None:
+      from algoperf_avg.evaluation import engine
+
+      self._evaluator = engine.Evaluator(self)
+    return self._evaluator
 
   def eval_model(
       self,
@@ -399,11 +505,13 @@ class Workload(abc.ABC):
       rng: jax.Array,
       data_dir: str | None,
       splits: tuple[str, ...] = ("train", "validation", "test"),
+      metrics: str = "all",
   ) -> dict[str, float]:
     """Metrics on the eval splits, keyed ``"<split>/<metric>"``.
 
     ``train`` evaluates `num_eval_train_examples` training examples; ``test``
-    is skipped when the workload has no test split.
+    is skipped when the workload has no test split. ``metrics="target"``
+    computes only what the target needs (online-weight and post-hoc evals).
     """
     sizes = {
         "train": ("eval_train", self.num_eval_train_examples),
@@ -415,11 +523,9 @@ class Workload(abc.ABC):
       split, num_examples = sizes[prefix]
       if not num_examples:
         continue
-      metrics = self.eval_model_on_split(
-          split, num_examples, global_batch_size, params, model_state, rng,
-          data_dir,
-      )
-      results.update({f"{prefix}/{k}": float(v) for k, v in metrics.items()})
+      values = self.evaluator.evaluate(
+          split, params, model_state, rng, data_dir, global_batch_size, metrics)
+      results.update({f"{prefix}/{k}": float(v) for k, v in values.items()})
     return results
 
   def describe(self) -> dict[str, Any]:
@@ -435,4 +541,5 @@ class Workload(abc.ABC):
         "test_target": t.test,
         "step_hint": t.step_hint,
         "max_runtime_sec": t.max_runtime_sec,
+        "step_budget": t.step_budget,
     }

@@ -18,6 +18,7 @@ budget, step hint and eval period.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +35,24 @@ class Targets:
   # The base workload of a held-out variant ("ogbg" for "ogbg_gelu"); None for
   # a base workload. The v0.5 held-out rule pairs each variant with its base.
   base_workload: str | None = None
+  # Small sizes: a budget in steps, evaluated every `eval_every_steps`, so a
+  # run gives the same numbers on any machine, loaded or not (wall time is
+  # still logged and scored); max_runtime_sec is then inf.
+  step_budget: int | None = None
+  eval_every_steps: int | None = None
+
+  def reached(self, value: float | None, split: str = "validation") -> bool:
+    """Whether ``value`` of the target metric meets the ``split`` target.
+
+    The one definition, used by the runner and the scorer: at or beyond the
+    target (``>=`` to maximize, ``<=`` to minimize), as AlgoPerf's scorer
+    counts it (AlgoPerf's runner stops on strict ``>``/``<``; the two differ
+    only on exact equality). None and NaN never reach.
+    """
+    target = self.validation if split == "validation" else self.test
+    if value is None or target is None or not math.isfinite(value):
+      return False
+    return value >= target if self.direction == "max" else value <= target
 
 
 def _family(

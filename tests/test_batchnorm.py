@@ -10,8 +10,8 @@ import pytest
 
 from algoperf_avg import registry, spec
 from algoperf_avg.training import runner
-from algoperf_avg.training.optax_submission import make_batch_stats_fn
-from tests.toy import ToyBNWorkload
+from algoperf_avg.evaluation import batch_norm
+from tests.toy import ToyBNWorkload, _BNNet
 
 
 def exact_stats(workload, params, batch):
@@ -20,15 +20,44 @@ def exact_stats(workload, params, batch):
   return np.asarray(h.mean(0)), np.asarray(h.var(0))
 
 
-def test_batch_stats_fn_recovers_exact_batch_statistics():
-  workload = ToyBNWorkload()
+def flax_batch_stats(workload, params, batch):
+  """The batch statistics exactly as Flax computes them (momentum 0 keeps them)."""
+  variables = {"params": params, "batch_stats": workload.init_model_fn(
+      jax.random.key(0))[1]}
+  _, updates = _BNNet(workload.num_classes, momentum=0.0).apply(
+      variables, batch["inputs"], train=True, mutable=["batch_stats"])
+  return updates["batch_stats"]
+
+
+@pytest.mark.parametrize("momentum", [0.9, 0.999])
+def test_batch_stats_fn_recovers_batch_statistics_at_both_momenta(momentum):
+  workload = ToyBNWorkload(momentum=momentum)
   params, state = workload.init_model_fn(jax.random.key(0))
   params = jax.tree.map(lambda p: p + 0.3, params)
   batch = next(workload.build_input_queue(jax.random.key(1), "train", None, 64))
-  stats = make_batch_stats_fn(workload, None)(params, state, batch, jax.random.key(2))
+  stats = batch_norm.batch_stats_fn(workload)(params, state, batch, jax.random.key(2))
+  # Exact to float32 rounding, whatever the momentum (the declared one is used).
+  reference = flax_batch_stats(workload, params, batch)
+  for name in ("mean", "var"):
+    np.testing.assert_allclose(stats["BatchNorm_0"][name],
+                               reference["BatchNorm_0"][name], rtol=3e-7, atol=0)
   mean, var = exact_stats(workload, params, batch)
   np.testing.assert_allclose(stats["BatchNorm_0"]["mean"], mean, rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(stats["BatchNorm_0"]["var"], var, rtol=1e-4, atol=1e-5)
+
+
+def test_undeclared_momentum_is_measured_less_accurately_at_0999():
+  errors = {}
+  for momentum in (0.9, 0.999):
+    workload = ToyBNWorkload(momentum=momentum, declare_momentum=False)
+    params, state = workload.init_model_fn(jax.random.key(0))
+    params = jax.tree.map(lambda p: p + 0.3, params)
+    batch = next(workload.build_input_queue(jax.random.key(1), "train", None, 64))
+    stats = batch_norm.batch_stats_fn(workload)(params, state, batch, jax.random.key(2))
+    reference = flax_batch_stats(workload, params, batch)["BatchNorm_0"]["mean"]
+    errors[momentum] = float(np.max(np.abs(stats["BatchNorm_0"]["mean"] / reference - 1)))
+  assert errors[0.9] < 5e-6  # measuring m costs ~eps / (1 - m) relative accuracy
+  assert errors[0.999] < 5e-4
 
 
 @pytest.mark.parametrize("policy", ["latest", "recompute"])

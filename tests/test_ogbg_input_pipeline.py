@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import os
 from unittest import mock
 
 import jax
@@ -140,12 +141,19 @@ def tfds_data(tmp_path_factory):
     del self, dl_manager
     return {split: enumerate(values) for split, values in examples.items()}
 
-  data_dir = str(tmp_path_factory.mktemp("tfds"))
-  with mock.patch.object(builder_module.Builder, "_split_generators", split_generators):
-    tfds.builder("ogbg_molpcba:0.1.3", data_dir=data_dir).download_and_prepare(
-        download_config=tfds.download.DownloadConfig(try_download_gcs=False)
-    )
-  return data_dir, examples
+  data_root = str(tmp_path_factory.mktemp("data"))
+  prepare = tfds.core.DatasetBuilder.download_and_prepare
+
+  def offline(self, *args, **kwargs):  # the real build, with no GCS look-up
+    kwargs["download_config"] = tfds.download.DownloadConfig(try_download_gcs=False)
+    return prepare(self, *args, **kwargs)
+
+  # `algoperf-avg setup-data ogbg` as a user runs it, on generated molecules.
+  with mock.patch.object(builder_module.Builder, "_split_generators", split_generators), \
+       mock.patch.object(tfds.core.DatasetBuilder, "download_and_prepare", offline):
+    path = OgbgWorkload.setup_data(data_root)
+  assert path == os.path.join(data_root, "ogbg", "ogbg_molpcba", "0.1.3")
+  return data_root, examples
 
 
 def _ids(batches) -> list[int]:
@@ -197,26 +205,25 @@ def test_tfds_train_is_shuffled_repeated_and_seeded(tfds_data):
 
 def test_full_eval_on_tfds_data(tfds_data):
   data_dir, _ = tfds_data
-  workload = OgbgWorkload("full")
+  workload = OgbgWorkload("full", eval_batch_size=16)
+  workload.check_data(data_dir)  # prepared: no error
   params, state = workload.init_model_fn(jax.random.key(0))
-  result = workload.eval_model_on_split(
-      "validation", workload.num_validation_examples, 16, params, state, None,
-      data_dir,
-  )
-  assert set(result) == {"mean_average_precision", "loss"}
-  assert 0 < result["mean_average_precision"] <= 1
-  assert 0.3 < result["loss"] < 2  # about log(2) for an untrained model
-  again = workload.eval_model_on_split(
-      "validation", workload.num_validation_examples, 16, params, state, None,
-      data_dir,
-  )
+  result = workload.eval_model(16, params, state, None, data_dir,
+                               splits=("validation",))
+  assert set(result) == {"validation/mean_average_precision", "validation/loss"}
+  assert 0 < result["validation/mean_average_precision"] <= 1
+  assert 0.3 < result["validation/loss"] < 2  # about log(2) for an untrained model
+  again = workload.eval_model(16, params, state, None, data_dir, splits=("validation",))
   assert again == result
 
 
-def test_missing_data_dir_is_a_usage_error(tmp_path):
+def test_missing_or_unprepared_data_is_a_usage_error(tmp_path):
   workload = OgbgWorkload("full")
-  with pytest.raises(spec.UsageError, match="data dir"):
-    next(workload.build_input_queue(jax.random.key(0), "train", None, 8))
+  with pytest.raises(spec.UsageError, match="setup-data ogbg"):
+    workload.check_data(None)
+  with pytest.raises(spec.UsageError, match="no prepared ogbg_molpcba"):
+    workload.check_data(str(tmp_path))
+  # The reader says the same when called directly.
   with pytest.raises(spec.UsageError, match="no prepared ogbg_molpcba"):
     next(workload.build_input_queue(jax.random.key(0), "validation", str(tmp_path), 8))
 
@@ -364,5 +371,5 @@ def test_small_train_queue_is_seeded_and_repeats():
       jax.random.key(0), "validation", None, 1024, num_batches=7
   )
   assert len(list(repeated)) == 7  # validation is 2-3 batches; it cycles
-  with pytest.raises(spec.UsageError, match="unknown split"):
+  with pytest.raises(spec.UsageError, match="unknown eval split"):
     next(workload.build_input_queue(jax.random.key(0), "dev", None, 64))

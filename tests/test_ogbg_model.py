@@ -295,10 +295,8 @@ def test_small_workload_learns_in_a_few_hundred_steps():
     return optax.apply_updates(params, updates), opt_state
 
   def validation_map(params):
-    return workload.eval_model_on_split(
-        "validation", workload.num_validation_examples, workload.eval_batch_size,
-        params, state, None, None,
-    )["mean_average_precision"]
+    return workload.eval_model(workload.eval_batch_size, params, state, None, None,
+                               splits=("validation",))["validation/mean_average_precision"]
 
   before = validation_map(params)
   batches = workload.build_input_queue(jax.random.key(1), "train", None, 64)

@@ -128,9 +128,10 @@ def test_output_layout_columns_and_hparams(runs, tmp_path):
 class ParamProbe(ToyWorkload):
   """Evaluation reports two weights, so averages can be checked directly."""
 
-  def eval_model_on_split(self, split, num_examples, global_batch_size, params,
-                          model_state, rng, data_dir):
-    return {"loss": float(params["kernel"][0, 0]), "accuracy": float(params["bias"][1])}
+  def eval_model(self, global_batch_size, params, model_state, rng, data_dir,
+                 splits=("train", "validation", "test"), metrics="all"):
+    values = {"loss": float(params["kernel"][0, 0]), "accuracy": float(params["bias"][1])}
+    return {f"{s}/{k}": v for s in splits if s != "test" for k, v in values.items()}
 
 
 def _saved(log_dir):

@@ -25,8 +25,8 @@ from algoperf_avg.training import runner
 from tests.toy import ToyWorkload
 
 class SlowToy(ToyWorkload):
-  def build_input_queue(self, *args, **kwargs):
-    for batch in super().build_input_queue(*args, **kwargs):
+  def train_batches(self, *args, **kwargs):
+    for batch in super().train_batches(*args, **kwargs):
       time.sleep(0.02)  # slow enough to be killed mid-way
       yield batch
 

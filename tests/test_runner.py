@@ -55,9 +55,9 @@ class SlowEvalToy(ToyWorkload):
 
   eval_sleep = 0.15
 
-  def eval_model_on_split(self, *args, **kwargs):
+  def finalize_metrics(self, *args, **kwargs):
     time.sleep(self.eval_sleep)
-    return super().eval_model_on_split(*args, **kwargs)
+    return super().finalize_metrics(*args, **kwargs)
 
 
 def test_eval_time_is_excluded_from_submission_time(tmp_path):

@@ -7,12 +7,15 @@ published for the v0.5 and v0.6 leaderboards from the raw logs
 
 * A trial reaches the target at its first evaluation whose validation metric
   is <= the target (metrics to minimize) or >= it (to maximize); NaN never
-  does. A trial whose ``diverged`` column is 1 counts as missed.
+  does (`targets.Targets.reached`, the runner's definition too). A trial
+  whose ``diverged`` column is 1 counts as missed.
 * Budget: only evaluations logged before the runtime budget count. The budget
   is the workload's ``max_runtime_sec`` (`targets.py`), times 1.5 for the
-  self-tuning ruleset. The v0.5 competition had longer budgets
-  (`targets.MAX_RUNTIME_SEC_V05`), a factor of 3 for self-tuning, and its runner
-  still evaluated once after the budget ran out; `Rules` holds both versions.
+  self-tuning ruleset. Small sizes have a budget in steps instead
+  (`targets.Targets.step_budget`): evaluations after it do not count. The
+  v0.5 competition had longer budgets (`targets.MAX_RUNTIME_SEC_V05`), a
+  factor of 3 for self-tuning, and its runner still evaluated once after the
+  budget ran out; `Rules` holds both versions.
   AlgoPerf's scorer itself never checks budgets (its runner stops evaluating);
   checking them here gives the same result on its logs and keeps overlong runs
   of ours from scoring.
@@ -123,26 +126,36 @@ def budget_sec(workload: str, ruleset: str, rules: Rules) -> float:
 
 
 def trial_hit(trial: logreader.Trial, budget: float, eval_after_budget: bool,
-              online: bool = False) -> tuple[int, float, float] | None:
+              online: bool = False, step_budget: float | None = None
+              ) -> tuple[int, float, float] | None:
   """``(eval index, seconds, steps)`` where ``trial`` first reached its target.
 
-  None when it never did within the budget, or diverged.
+  None when it never did within the budget, or diverged. ``step_budget``
+  (small sizes) limits by steps instead: evaluations after it do not count.
   """
   row = targets_lib.get(trial.workload)
   metric = trial.online_metric if online else trial.metric
   if trial.diverged or metric is None or not len(metric):
     return None
-  over = np.flatnonzero(trial.seconds >= budget)
-  limit = len(metric) if not len(over) else over[0] + int(eval_after_budget)
-  with np.errstate(invalid="ignore"):
-    if row.direction == "min":
-      reached = metric[:limit] <= row.validation
-    else:
-      reached = metric[:limit] >= row.validation
-  if not reached.any():
+  if step_budget is not None:
+    over = np.flatnonzero(trial.global_step > step_budget)
+    limit = len(metric) if not len(over) else over[0]
+  else:
+    over = np.flatnonzero(trial.seconds >= budget)
+    limit = len(metric) if not len(over) else over[0] + int(eval_after_budget)
+  reached = [row.reached(float(v)) for v in metric[:limit]]
+  if not any(reached):
     return None
-  i = int(np.argmax(reached))
+  i = reached.index(True)
   return i, float(trial.seconds[i]), float(trial.global_step[i])
+
+
+def step_budget(workload: str, ruleset: str, rules: Rules) -> float | None:
+  """The step budget of a small size under ``ruleset`` (None: a time budget)."""
+  steps = targets_lib.get(workload).step_budget
+  if steps is None:
+    return None
+  return steps * (rules.self_tuning_factor if ruleset == "self" else 1.0)
 
 
 def time_to_target(trials: Sequence[logreader.Trial], ruleset: str, rules: Rules,
@@ -154,11 +167,12 @@ def time_to_target(trials: Sequence[logreader.Trial], ruleset: str, rules: Rules
   out: dict[str, dict[str, WorkloadTime]] = {}
   for (submission, workload), studies in sorted(groups.items()):
     budget = budget_sec(workload, ruleset, rules)
+    steps_budget = step_budget(workload, ruleset, rules)
     results = []
     for study in sorted(studies, key=_natural):
       hits = []
       for t in studies[study]:
-        hit = trial_hit(t, budget, rules.eval_after_budget, online)
+        hit = trial_hit(t, budget, rules.eval_after_budget, online, steps_budget)
         if hit is not None:
           hits.append((hit, t.trial))
       if hits:

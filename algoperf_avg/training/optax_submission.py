@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import optax
 
 from algoperf_avg import spec
+from algoperf_avg.evaluation import batch_norm
 
 
 def make_train_step(
@@ -61,34 +62,6 @@ def make_train_step(
     return new_params, new_model_state, new_opt_state, loss
 
   return jax.jit(step, donate_argnums=(0, 1, 2))
-
-
-BN_POLICIES = ("latest", "recompute")
-
-
-def make_batch_stats_fn(workload: spec.Workload, dropout_rate: float | None) -> Callable:
-  """A jitted ``(params, model_state, batch, rng) -> this batch's statistics``.
-
-  Works for any model state updated as a running average,
-  ``new = m * old + (1 - m) * batch_stat`` (Flax BatchNorm, AlgoPerf's
-  workloads), without knowing ``m``: one forward pass from all-zero state
-  gives ``(1 - m) * b``, one from all-one state gives ``m + (1 - m) * b``;
-  their difference is ``m``.
-  """
-
-  def batch_stats(params, model_state, batch, rng):
-    def forward(state):
-      _, new_state = workload.model_fn(
-          params, batch, state, spec.ForwardPassMode.TRAIN, rng,
-          update_batch_norm=True, dropout_rate=dropout_rate,
-      )
-      return new_state
-
-    from_zeros = forward(jax.tree.map(jnp.zeros_like, model_state))
-    from_ones = forward(jax.tree.map(jnp.ones_like, model_state))
-    return jax.tree.map(lambda a, b: a / (1.0 - (b - a)), from_zeros, from_ones)
-
-  return jax.jit(batch_stats)
 
 
 class OptaxSubmission:
@@ -133,11 +106,10 @@ class OptaxSubmission:
       if averaging.has_average(opt_state):
         eval_fn = averaging.averaged_params
     self._eval_params = jax.jit(eval_fn) if eval_fn else None
-    policy = hyperparameters.get("bn_policy", "latest")
-    if policy not in BN_POLICIES:
-      raise spec.UsageError(f"bn_policy must be one of {BN_POLICIES}, got {policy!r}")
-    if policy == "recompute" and jax.tree.leaves(model_state):
-      self._batch_stats = make_batch_stats_fn(workload, hyperparameters.get("dropout_rate"))
+    policy = batch_norm.check_policy(hyperparameters.get("bn_policy", "latest"))
+    if policy == "recompute" and batch_norm.has_batch_stats(model_state):
+      self._batch_stats = batch_norm.batch_stats_fn(
+          workload, hyperparameters.get("dropout_rate"))
     return opt_state
 
   def update_params(
@@ -177,18 +149,14 @@ class OptaxSubmission:
     )
 
   def recompute_batch_stats(self, params, model_state, num_batches: int, rng):
-    """Batch statistics of ``params``: the mean over a few training batches.
+    """Batch statistics of ``params`` over the next training batches.
 
     Runs inside `prepare_for_eval`, so its time counts as submission time;
     the batches come from the training stream (as SWA's BN update does).
     """
-    total = None
-    for i in range(num_batches):
-      stats = self._batch_stats(
-          params, model_state, next(self._input_queue), jax.random.fold_in(rng, i)
-      )
-      total = stats if total is None else jax.tree.map(jnp.add, total, stats)
-    return jax.tree.map(lambda t: t / num_batches, total)
+    batches = (next(self._input_queue) for _ in range(num_batches))
+    return batch_norm.recompute_batch_stats(
+        self._batch_stats, params, model_state, batches, rng)
 
   def data_selection(
       self, workload, input_queue, optimizer_state, current_param_container,

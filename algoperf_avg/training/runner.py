@@ -7,12 +7,14 @@ read only after the device has finished the step (`jax.block_until_ready`), so
 work queued by an asynchronous update cannot slip into the untimed eval.
 
 Training stops when the submission time reaches the budget
-(`max_allowed_runtime_sec` x ruleset multiplier), at ``max_global_steps``, when
-the submission raises `TrainingCompleteError`, when the loss diverges, or, with
-``stop_at_target``, once the validation target is reached. An evaluation runs
-whenever ``eval_period_time_sec`` of wall time has passed since the last one
-(or every ``eval_every_steps`` steps, for reproducible step-based runs), and
-once more at the end.
+(`max_allowed_runtime_sec` x ruleset multiplier) or, for small sizes, the
+step budget (`targets.Targets.step_budget` x the same multiplier), at
+``max_global_steps``, when the submission raises `TrainingCompleteError`, when
+the loss diverges, or, with ``stop_at_target``, once the validation target is
+reached. An evaluation runs whenever ``eval_period_time_sec`` of wall time has
+passed since the last one (or every ``eval_every_steps`` steps: the small
+sizes' default, for runs that give the same numbers on any machine), and once
+more at the end.
 """
 
 from __future__ import annotations
@@ -161,6 +163,7 @@ def train_once(
     A `TrialResult`; the same numbers are in ``log_dir``.
   """
   options = options or RunOptions()
+  workload.check_data(data_dir)  # before anything is written
   trial = trial_lib.Trial(workload, submission, hparams, rng_seed, data_dir, log_dir, options)
   trial.check_same_run()
   try:
@@ -192,14 +195,15 @@ def _train_loop(trial: trial_lib.Trial) -> TrialResult:
   if options.save_params_every and trial.global_step == 0:
     trial.save_params(params)  # step 0: where EMA (and post-hoc EMA) starts
   # Each process reads its own part of the global batch.
-  host_batches = workload.build_input_queue(
-      jax.random.fold_in(data_rng, jax.process_index()), "train", data_dir,
-      trial.batch_size // jax.process_count(),
+  host_batches = workload.train_batches(
+      data_rng, data_dir, trial.batch_size // jax.process_count(),
+      shard_index=jax.process_index(), num_shards=jax.process_count(),
   )
   for _ in range(trial.batches_taken):  # resume: the data position, on the host
     next(host_batches)
   # Batches are split over the devices; everything else is replicated.
-  counter = trial_lib.CountingIterator(sharding.sharded_iterator(host_batches, mesh))
+  counter = trial_lib.CountingIterator(
+      sharding.sharded_iterator(host_batches, mesh, workload.batch_pad_values))
   input_queue = counter
   jax.block_until_ready((params, optimizer_state))
 
@@ -237,13 +241,15 @@ def _train_loop(trial: trial_lib.Trial) -> TrialResult:
     trial.submission_time += step_end - last_step_end
     if options.max_global_steps and trial.global_step >= options.max_global_steps:
       done = True
+    if trial.step_budget is not None and trial.global_step >= trial.step_budget:
+      done = True
     if trial.submission_time >= trial.budget:
       done = True
     if (options.save_params_every and status != "diverged"
         and trial.global_step % options.save_params_every == 0):
       trial.save_params(params)
-    if options.eval_every_steps:
-      eval_due = trial.global_step % options.eval_every_steps == 0
+    if trial.eval_every_steps:
+      eval_due = trial.global_step % trial.eval_every_steps == 0
     else:
       eval_due = step_end - last_eval_end >= workload.eval_period_time_sec
     if (eval_due or done) and status != "diverged":

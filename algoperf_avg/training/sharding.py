@@ -2,7 +2,8 @@
 
 One mesh axis, ``"batch"``. Parameters, model state and optimizer state
 (averaging buffers included) are replicated; each batch is split along its
-leading axis. `jax.jit` propagates these shardings through the submission's
+leading axis (every leaf: a leaf that does not split is an error, never
+silently replicated). `jax.jit` propagates these shardings through the submission's
 train step, so submissions need no sharding code of their own.
 
 On CPU, XLA uses one device by default and leaves the second core idle on
@@ -14,12 +15,14 @@ measurement behind the default).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from algoperf_avg.kit import data
 
 AXIS = "batch"
 # Host devices per CPU process: one per core. On 2 cores, OGBG-small ran 1.79x
@@ -85,80 +88,74 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
   return jax.tree.map(put, tree)
 
 
-def _leaf_sharding(leaf: Any, mesh: Mesh) -> NamedSharding:
-  # Leaves whose global leading axis does not split evenly (e.g. a padded
-  # graph's node array) are replicated; jit then partitions the computation.
+def _split_sharding(path: Any, leaf: Any, mesh: Mesh) -> NamedSharding:
   shape = np.shape(leaf)
-  if shape and (shape[0] * jax.process_count()) % mesh.devices.size == 0:
-    return NamedSharding(mesh, PartitionSpec(AXIS))
-  return NamedSharding(mesh, PartitionSpec())
+  devices = mesh.devices.size
+  if not shape or (shape[0] * jax.process_count()) % devices:
+    where = jax.tree_util.keystr(path)
+    raise ValueError(
+        f"batch leaf {where} of shape {shape} does not split over {devices} "
+        "devices along its leading axis: every leaf of a batch needs a leading "
+        "batch axis whose (global) size is a multiple of the device count")
+  return NamedSharding(mesh, PartitionSpec(AXIS))
 
 
-def shard_batch(batch: Any, mesh: Mesh) -> Any:
+# Keys whose 0 marks padding examples; a batch needs one to be padded safely.
+MASK_KEYS = ("weights", "valid")
+
+
+def shard_batch(batch: Any, mesh: Mesh, pad_values: Mapping[str, Any] | None = None
+                ) -> Any:
   """Turn a host batch into global arrays split along the leading axis.
 
   With several processes, ``batch`` is this process's part of the global
-  batch (each host feeds its own shard). A dict batch whose leaves all have
-  the example axis first is padded (weight 0) to a multiple of the local
-  device count, so a short last batch still splits evenly.
+  batch (each host feeds its own shard). A dict batch whose leaves all share
+  an example axis is padded to a multiple of the local device count with
+  ``pad_values`` (`kit.data.pad_batch`; 0 by default, so its ``weights``,
+  whatever their shape, are 0 on the padding).
+
+  Raises:
+    ValueError: a leaf does not split over the devices, or a short batch has
+      no ``weights`` / ``valid`` key that would mark its padding.
   """
   local_devices = mesh.devices.size // jax.process_count()
-  if _examples_first(batch) and local_devices > 1:
-    batch = pad_batch(batch, local_devices)
+  if local_devices > 1 and isinstance(batch, Mapping):
+    size = _example_count(batch)
+    if size is not None and size % local_devices:
+      if not any(key in batch for key in MASK_KEYS):
+        raise ValueError(
+            f"a batch of {size} examples does not split over {local_devices} "
+            f"devices and has no {' or '.join(MASK_KEYS)} key to mask padding; "
+            "use a batch size that is a multiple of the device count")
+      batch = data.pad_batch(batch, -(-size // local_devices) * local_devices,
+                             pad_values, add_valid=False)
 
-  def put(leaf):
+  def put(path, leaf):
     leaf = np.asarray(leaf)
-    sharding = _leaf_sharding(leaf, mesh)
+    sharding = _split_sharding(path, leaf, mesh)
     if jax.process_count() == 1:
       return jax.device_put(leaf, sharding)
     return jax.make_array_from_process_local_data(sharding, leaf)
 
-  return jax.tree.map(put, batch)
+  return jax.tree_util.tree_map_with_path(put, batch)
 
 
-def _examples_first(batch: Any) -> bool:
-  if not isinstance(batch, dict) or "targets" not in batch:
-    return False
-  size = len(batch["targets"])
-  return all(np.shape(leaf)[:1] == (size,) for leaf in jax.tree.leaves(batch))
+def _example_count(batch: Mapping[str, Any]) -> int | None:
+  sizes = {np.shape(leaf)[:1] for leaf in jax.tree.leaves(batch)}
+  return sizes.pop()[0] if len(sizes) == 1 and sizes != {()} else None
 
 
-def pad_batch(batch: dict[str, Any], multiple: int) -> dict[str, Any]:
-  """Pad a short batch to a multiple of ``multiple`` examples, weight 0.
-
-  For batches whose leaves all share the example axis (not graph batches,
-  which their workloads pad to fixed budgets themselves).
-  """
-  size = len(batch["targets"])
-  pad = (-size) % multiple
-  if not pad:
-    return batch
-
-  def pad_leaf(leaf):
-    leaf = np.asarray(leaf)
-    return np.concatenate([leaf, np.zeros((pad, *leaf.shape[1:]), leaf.dtype)])
-
-  padded = jax.tree.map(pad_leaf, batch)
-  if batch.get("weights") is None:
-    padded["weights"] = pad_leaf(np.ones(size, np.float32))
-  return padded
+def mesh_of(tree: Any) -> Mesh | None:
+  """The multi-device mesh ``tree``'s arrays live on, or None (one device, numpy)."""
+  for leaf in jax.tree.leaves(tree):
+    mesh = getattr(getattr(leaf, "sharding", None), "mesh", None)
+    if isinstance(mesh, Mesh) and mesh.devices.size > 1:
+      return mesh
+  return None
 
 
-def shard_like(batch: Any, params: Any) -> Any:
-  """Split ``batch`` over the mesh that ``params`` live on (for eval loops).
-
-  Evaluating replicated params on an unsharded batch would repeat the whole
-  computation on every device; this splits the batch instead. Params that
-  are not on a multi-device mesh leave the batch as it is.
-  """
-  leaves = jax.tree.leaves(params)
-  mesh = getattr(getattr(leaves[0], "sharding", None), "mesh", None) if leaves else None
-  if mesh is None or mesh.devices.size == 1:
-    return batch
-  return shard_batch(batch, mesh)
-
-
-def sharded_iterator(batches: Iterator[Any], mesh: Mesh) -> Iterator[Any]:
+def sharded_iterator(batches: Iterator[Any], mesh: Mesh,
+                     pad_values: Mapping[str, Any] | None = None) -> Iterator[Any]:
   """`shard_batch` applied lazily to every batch of an input queue."""
   for batch in batches:
-    yield shard_batch(batch, mesh)
+    yield shard_batch(batch, mesh, pad_values)

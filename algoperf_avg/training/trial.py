@@ -51,6 +51,10 @@ class Trial:
     self.log_dir = log_dir
     self.options = options
     self.budget = workload.max_allowed_runtime_sec * options.budget_multiplier
+    steps = workload.targets.step_budget
+    self.step_budget = (None if steps is None
+                        else int(round(steps * options.budget_multiplier)))
+    self.eval_every_steps = options.eval_every_steps or workload.targets.eval_every_steps
     self.batch_size = global_batch_size(workload, submission)
     self.rng_seed = rng_seed
     self.global_step = 0
@@ -182,7 +186,7 @@ class Trial:
     if averaged and self.options.log_online_metrics:
       online = workload.eval_model(
           workload.eval_batch_size, params, model_state, rng, self.data_dir,
-          splits=("validation",),
+          splits=("validation",), metrics="target",
       )
       metrics.update({
           logs.ONLINE_PREFIX + k.split("/", 1)[1]: v for k, v in online.items()

@@ -23,13 +23,15 @@ variant's generated molecules (`workloads.ogbg.synthetic`).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 
 from algoperf_avg import spec
+from algoperf_avg.kit import data
 from workloads.ogbg.model import GraphsTuple
 
 TFDS_NAME = "ogbg_molpcba"
@@ -38,6 +40,7 @@ TFDS_VERSION = "0.1.3"
 AVG_NODES_PER_GRAPH = 26
 AVG_EDGES_PER_GRAPH = 56
 SHUFFLE_BUFFER_SIZE = 2**15
+HOW_TO = data.prepare_how_to("ogbg", "--data_dir=DATA")
 TFDS_SPLITS = {
     "train": "train",
     "eval_train": "train",
@@ -131,10 +134,12 @@ def dynamically_batch(
 
 
 def pack_graphs(graphs: Sequence[Graph], budget: Budget) -> Batch:
-  """One padded batch: ``{"inputs": GraphsTuple, "targets", "weights"}``.
+  """One padded batch: ``{"inputs": GraphsTuple, "targets", "weights", "valid"}``.
 
   ``targets`` and ``weights`` are ``(budget.graphs, tasks)``: missing labels
   read 0 with weight 0, and the padding graphs have weight 0 throughout.
+  ``valid`` is ``(budget.graphs,)``, 1 for real graphs (the evaluation
+  engine's per-example mask; these batches come padded to fixed shapes).
   """
   if not graphs:
     raise ValueError("pack_graphs needs at least one graph")
@@ -169,6 +174,8 @@ def pack_graphs(graphs: Sequence[Graph], budget: Budget) -> Batch:
   targets[:real_graphs] = np.where(known, labels, 0.0)
   weights = np.zeros_like(targets)
   weights[:real_graphs] = known
+  valid = np.zeros(budget.graphs, np.float32)
+  valid[:real_graphs] = 1.0
   return {
       "inputs": GraphsTuple(
           nodes=nodes, edges=edges, senders=senders, receivers=receivers,
@@ -176,6 +183,7 @@ def pack_graphs(graphs: Sequence[Graph], budget: Budget) -> Batch:
       ),
       "targets": targets,
       "weights": weights,
+      "valid": valid,
   }
 
 
@@ -195,6 +203,7 @@ def _padding_only(like: Batch) -> Batch:
       ),
       "targets": np.zeros_like(like["targets"]),
       "weights": np.zeros_like(like["weights"]),
+      "valid": np.zeros_like(like["valid"]),
   }
 
 
@@ -217,6 +226,7 @@ def concat_batches(batches: Sequence[Batch]) -> Batch:
       ),
       "targets": cat([b["targets"] for b in batches]),
       "weights": cat([b["weights"] for b in batches]),
+      "valid": cat([b["valid"] for b in batches]),
   }
 
 
@@ -257,69 +267,59 @@ def batch_examples(
     yield concat_batches(device_batches)
 
 
-def repeat_passes(make_pass: Callable[[int], Iterator[Batch]]) -> Iterator[Batch]:
-  """Chains ``make_pass(0)``, ``make_pass(1)``, ... forever (one per epoch)."""
-  return itertools.chain.from_iterable(map(make_pass, itertools.count()))
-
-
-def seed_from_rng(rng: jax.Array) -> int:
-  """A non-negative int32 seed drawn from a JAX key (typed or raw)."""
-  return int(jax.random.randint(rng, (), 0, np.iinfo(np.int32).max))
-
-
 def tfds_examples(
     split: str,
-    data_dir: str | None,
+    dataset_dir: str,
     *,
     shuffle_seed: int | None = None,
     num_examples: int | None = None,
     repeat: bool = False,
+    shard_index: int = 0,
+    num_shards: int = 1,
 ) -> Iterator[Example]:
-  """Examples of ``ogbg_molpcba:0.1.3`` from a prepared TFDS ``data_dir``.
+  """Examples of ``ogbg_molpcba:0.1.3`` from a prepared TFDS folder.
 
   Args:
     split: "train", "eval_train" (the train split), "validation" or "test".
-    data_dir: the TFDS data directory holding ``ogbg_molpcba/0.1.3``.
+    dataset_dir: the TFDS data directory holding ``ogbg_molpcba/0.1.3``
+      (``DATA/ogbg``).
     shuffle_seed: shuffle files and examples (2**15 buffer) with this seed;
       None reads in the stored order.
-    num_examples: read only the first ``num_examples`` (before shuffling).
+    num_examples: read only the first ``num_examples`` (before sharding and
+      shuffling).
     repeat: loop over the split forever (reshuffled each epoch).
+    shard_index: this process's shard of the split.
+    num_shards: the number of processes reading it.
 
   Raises:
-    spec.UsageError: no ``data_dir``, or no prepared dataset in it.
+    spec.UsageError: no prepared dataset in ``dataset_dir``.
   """
-  how_to = (
-      "prepare it once with: python -c \"import tensorflow_datasets as tfds; "
-      f"tfds.builder('{TFDS_NAME}:{TFDS_VERSION}', data_dir='DIR')"
-      '.download_and_prepare()"'
-  )
-  if not data_dir:
-    raise spec.UsageError(
-        f"workload ogbg (full) reads the TFDS dataset {TFDS_NAME}:{TFDS_VERSION}; "
-        f"pass its data dir (--data_dir DIR); {how_to}"
-    )
-  import tensorflow as tf  # Lazy: the small variant never needs TensorFlow.
-  import tensorflow_datasets as tfds
-
-  tf.config.set_visible_devices([], "GPU")  # Keep accelerators for JAX.
-  builder = tfds.builder(f"{TFDS_NAME}:{TFDS_VERSION}", data_dir=data_dir)
-  if not builder.is_prepared():
-    raise spec.UsageError(
-        f"no prepared {TFDS_NAME}:{TFDS_VERSION} under data dir {data_dir!r} "
-        f"(looked in {builder.data_dir}); {how_to}"
-    )
   if split not in TFDS_SPLITS:
     raise spec.UsageError(f"unknown split {split!r}; choose from {list(TFDS_SPLITS)}")
-  shuffle = shuffle_seed is not None
-  dataset = builder.as_dataset(
-      split=TFDS_SPLITS[split],
-      shuffle_files=shuffle,
-      read_config=tfds.ReadConfig(shuffle_seed=shuffle_seed),
-  )
+  tfds_split = TFDS_SPLITS[split]
   if num_examples is not None:
-    dataset = dataset.take(num_examples)
-  if shuffle:
+    tfds_split = f"{tfds_split}[:{num_examples}]"
+  dataset = data.tfds_split(
+      f"{TFDS_NAME}:{TFDS_VERSION}", dataset_dir, tfds_split, how_to=HOW_TO,
+      shuffle_seed=shuffle_seed, shard_index=shard_index, num_shards=num_shards,
+  )
+  if shuffle_seed is not None:
     dataset = dataset.shuffle(SHUFFLE_BUFFER_SIZE, seed=shuffle_seed)
   if repeat:
     dataset = dataset.repeat()
-  return iter(tfds.as_numpy(dataset))
+  return data.tfds_numpy(dataset)
+
+
+def is_prepared(dataset_dir: str) -> bool:
+  """Whether ``dataset_dir`` holds a prepared ``ogbg_molpcba:0.1.3`` (cheap check)."""
+  return os.path.isfile(
+      os.path.join(dataset_dir, TFDS_NAME, TFDS_VERSION, "dataset_info.json"))
+
+
+def prepare(dataset_dir: str) -> str:
+  """Download and prepare ``ogbg_molpcba:0.1.3`` into ``dataset_dir`` (tfds)."""
+  import tensorflow_datasets as tfds
+
+  builder = tfds.builder(f"{TFDS_NAME}:{TFDS_VERSION}", data_dir=dataset_dir)
+  builder.download_and_prepare()
+  return os.path.join(dataset_dir, TFDS_NAME, TFDS_VERSION)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import itertools
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import jax
@@ -20,33 +20,29 @@ import jax.numpy as jnp
 import numpy as np
 
 from algoperf_avg import spec
-from algoperf_avg.training import sharding
-from workloads.ogbg import input_pipeline, metrics, model, synthetic
+from algoperf_avg.evaluation import engine
+from algoperf_avg.kit import config, data, losses
+from workloads.ogbg import input_pipeline, model, synthetic
+from workloads.ogbg import metrics as metrics_lib
 
 
 @dataclasses.dataclass(frozen=True)
-class SizeConfig:
-  """Everything that differs between the sizes."""
+class OgbgConfig(config.SizeConfig):
+  """The model and batching fields of one OGBG size."""
 
-  num_tasks: int
-  latent_dim: int
-  hidden_dims: tuple[int, ...]
-  num_message_passing_steps: int
-  num_train: int
-  num_eval_train: int
-  num_validation: int
-  num_test: int
-  eval_batch_size: int
-  default_batch_size: int
-  avg_nodes: int  # batch budget per graph
-  avg_edges: int
-  reference_hparams: dict[str, Any]
+  num_tasks: int = 128
+  latent_dim: int = 256
+  hidden_dims: tuple[int, ...] = (256,)
+  num_message_passing_steps: int = 5
+  avg_nodes: int = input_pipeline.AVG_NODES_PER_GRAPH  # batch budget per graph
+  avg_edges: int = input_pipeline.AVG_EDGES_PER_GRAPH
 
 
-FULL = SizeConfig(
+FULL = OgbgConfig(
     num_tasks=128, latent_dim=256, hidden_dims=(256,), num_message_passing_steps=5,
-    num_train=350_343, num_eval_train=43_793, num_validation=43_793,
-    num_test=43_793, eval_batch_size=32_768, default_batch_size=512,
+    num_train_examples=350_343, num_eval_train_examples=43_793,
+    num_validation_examples=43_793, num_test_examples=43_793,
+    eval_batch_size=32_768, train_batch_size=512,
     avg_nodes=input_pipeline.AVG_NODES_PER_GRAPH,
     avg_edges=input_pipeline.AVG_EDGES_PER_GRAPH,
     # AlgoPerf's NadamW baseline (external tuning, trial 5 of its search
@@ -65,12 +61,13 @@ FULL = SizeConfig(
 )
 
 SMALL_DATA = synthetic.Config()
-SMALL = SizeConfig(
+SMALL = OgbgConfig(
     num_tasks=len(synthetic.TASKS), latent_dim=64, hidden_dims=(64,),
     num_message_passing_steps=3,
-    num_train=SMALL_DATA.num_train, num_eval_train=2_048,
-    num_validation=SMALL_DATA.num_validation, num_test=SMALL_DATA.num_test,
-    eval_batch_size=1_024, default_batch_size=128,
+    num_train_examples=SMALL_DATA.num_train, num_eval_train_examples=2_048,
+    num_validation_examples=SMALL_DATA.num_validation,
+    num_test_examples=SMALL_DATA.num_test,
+    eval_batch_size=1_024, train_batch_size=128,
     avg_nodes=synthetic.AVG_NODES_PER_GRAPH,
     avg_edges=synthetic.AVG_EDGES_PER_GRAPH,
     # Best early progress (and within noise of the best final mAP, ~0.88) in
@@ -95,84 +92,23 @@ def small_dataset(config: synthetic.Config = SMALL_DATA) -> synthetic.Dataset:
   return synthetic.Dataset(config)
 
 
-def sigmoid_cross_entropy(
-    labels: jax.Array,
-    logits: jax.Array,
-    mask: jax.Array,
-    label_smoothing: float = 0.0,
-) -> jax.Array:
-  """Elementwise binary cross-entropy of ``logits``, 0 where ``mask`` is 0.
-
-  Label smoothing is `optax.smooth_labels` over the task axis, as in
-  AlgoPerf: ``labels * (1 - a) + a / num_tasks``.
-  """
-  if not logits.shape == labels.shape == mask.shape or logits.ndim != 2:
-    raise ValueError(
-        f"expected equal (graphs, tasks) shapes; got logits {logits.shape}, "
-        f"labels {labels.shape}, mask {mask.shape}"
-    )
-  valid = mask > 0
-  labels = jnp.where(valid, labels, 0.0)  # Masked labels may be NaN.
-  labels = labels * (1.0 - label_smoothing) + label_smoothing / labels.shape[-1]
-  losses = (
-      jnp.maximum(logits, 0.0) - logits * labels
-      + jnp.log1p(jnp.exp(-jnp.abs(logits)))
-  )
-  return jnp.where(valid, losses, 0.0)
-
-
 class OgbgWorkload(spec.Workload):
   """ogbg-molpcba (``full``) and generated molecules (``small``)."""
 
   name = "ogbg"
   sizes = ("full", "small")
   loss_type = spec.LossType.SIGMOID_CROSS_ENTROPY
+  configs = {"full": FULL, "small": SMALL}
+  dataset = "ogbg"
 
-  def __init__(self, size: str = "full"):
-    super().__init__(size)
-    self.config = FULL if size == "full" else SMALL
+  def __init__(self, size: str = "full", **options: Any):
+    super().__init__(size, **options)
     self._model = model.GNN(
         num_outputs=self.config.num_tasks,
         latent_dim=self.config.latent_dim,
         hidden_dims=self.config.hidden_dims,
         num_message_passing_steps=self.config.num_message_passing_steps,
     )
-    self._eval_batches: dict[tuple[Any, ...], list[spec.Batch]] = {}
-    self._eval_step = jax.jit(self._eval_step_impl)
-
-  # ----- sizes ----------------------------------------------------------------
-
-  @property
-  def num_train_examples(self) -> int:
-    return self.config.num_train
-
-  @property
-  def num_eval_train_examples(self) -> int:
-    return self.config.num_eval_train
-
-  @property
-  def num_validation_examples(self) -> int:
-    return self.config.num_validation
-
-  @property
-  def num_test_examples(self) -> int:
-    return self.config.num_test
-
-  @property
-  def eval_batch_size(self) -> int:
-    return self.config.eval_batch_size
-
-  @property
-  def default_batch_size(self) -> int:
-    return self.config.default_batch_size
-
-  @property
-  def requires_data_dir(self) -> bool:
-    return self.size == "full"
-
-  @property
-  def reference_hparams(self) -> dict[str, Any]:
-    return dict(self.config.reference_hparams)
 
   # ----- model ------------------------------------------------------------------
 
@@ -215,155 +151,129 @@ class OgbgWorkload(spec.Workload):
       mask_batch: jax.Array | None = None,
       label_smoothing: float = 0.0,
   ) -> dict[str, jax.Array]:
-    """Masked sigmoid cross-entropy, as AlgoPerf's ogbg ``loss_fn``.
+    """Masked sigmoid cross-entropy over ``(graphs, tasks)``, as AlgoPerf's ogbg.
 
-    ``per_example`` is the ``(graphs, tasks)`` loss with zeros where the mask
-    is 0; ``n_valid_examples`` counts the valid (graph, task) labels, so
-    ``summed / n_valid_examples`` is the mean over known labels. Without a
-    mask every label counts.
+    ``n_valid_examples`` counts the valid (graph, task) labels, so
+    ``summed / n_valid_examples`` is the mean over known labels; label
+    smoothing is over the task axis.
     """
-    if mask_batch is None:
-      mask_batch = jnp.ones_like(logits_batch)
-    per_example = sigmoid_cross_entropy(
-        label_batch, logits_batch, mask_batch, label_smoothing
-    )
-    return {
-        "summed": per_example.sum(),
-        "n_valid_examples": (mask_batch > 0).sum(),
-        "per_example": per_example,
-    }
+    return losses.sigmoid_cross_entropy(label_batch, logits_batch, mask_batch,
+                                        label_smoothing)
 
   # ----- data -------------------------------------------------------------------
 
-  def _examples(
-      self,
-      split: str,
-      data_dir: str | None,
-      *,
-      shuffle_seed: int | None = None,
-      num_examples: int | None = None,
-      repeat: bool = False,
-  ) -> Iterator[input_pipeline.Example]:
-    """Examples of ``split`` for this size (one pass unless ``repeat``)."""
-    if split not in input_pipeline.TFDS_SPLITS:
-      raise spec.UsageError(
-          f"unknown split {split!r}; choose from {list(input_pipeline.TFDS_SPLITS)}"
-      )
-    if self.size == "full":
-      return input_pipeline.tfds_examples(
-          split, data_dir, shuffle_seed=shuffle_seed, num_examples=num_examples,
-          repeat=repeat,
-      )
-    dataset = small_dataset()
-    if not repeat:
-      return dataset.examples(
-          split, num_examples=num_examples, shuffle_seed=shuffle_seed
-      )
-    return itertools.chain.from_iterable(
-        dataset.examples(
-            split, num_examples=num_examples,
-            shuffle_seed=None if shuffle_seed is None else (shuffle_seed, epoch),
-        )
-        for epoch in itertools.count()
-    )
+  def data_problem(self, dataset_dir: str) -> str | None:
+    if input_pipeline.is_prepared(dataset_dir):
+      return None
+    return (f"no prepared {input_pipeline.TFDS_NAME}:{input_pipeline.TFDS_VERSION} "
+            f"in {dataset_dir}; {input_pipeline.HOW_TO}")
 
-  def _batches(self, examples, global_batch_size: int) -> Iterator[spec.Batch]:
+  @classmethod
+  def setup_data(cls, data_dir: str, **kwargs: Any) -> str:
+    """Download and prepare ogbg-molpcba with tfds into ``DATA/ogbg``."""
+    if kwargs:
+      raise spec.UsageError(f"setup-data ogbg takes no options, got {sorted(kwargs)}")
+    return input_pipeline.prepare(os.path.join(data_dir, cls.dataset))
+
+  def _batches(self, examples, batch_size: int) -> Iterator[spec.Batch]:
     return input_pipeline.batch_examples(
-        examples, global_batch_size,
+        examples, batch_size,
         avg_nodes=self.config.avg_nodes, avg_edges=self.config.avg_edges,
     )
 
-  def build_input_queue(
+  def train_batches(
       self,
       data_rng: jax.Array,
+      data_dir: str | None,
+      batch_size: int,
+      *,
+      shard_index: int = 0,
+      num_shards: int = 1,
+  ) -> Iterator[spec.Batch]:
+    """Shuffled padded graph batches, across epochs.
+
+    The real data is shuffled by tfds (files) and a 2**15 buffer, this
+    process reading its even share of the split; the small data follows a
+    fresh permutation per epoch, one stream per process.
+    """
+    rng = jax.random.fold_in(data_rng, shard_index)
+    seed = data.seed_from_rng(rng)
+    if self.size == "full":
+      examples = input_pipeline.tfds_examples(
+          "train", self.dataset_dir(data_dir), shuffle_seed=seed, repeat=True,
+          shard_index=shard_index, num_shards=num_shards)
+    else:
+      molecules = small_dataset().splits["train"]
+      examples = map(molecules.example, data.epoch_order(len(molecules), seed))
+    return self._batches(examples, batch_size)
+
+  def eval_batches(
+      self,
       split: str,
       data_dir: str | None,
-      global_batch_size: int,
+      batch_size: int,
       *,
-      repeat: bool = True,
-      num_batches: int | None = None,
+      shard_index: int = 0,
+      num_shards: int = 1,
   ) -> Iterator[spec.Batch]:
-    """Padded graph batches of ``split`` (see `input_pipeline`).
+    """One ordered pass over this shard of ``split``, in fixed-shape batches.
 
-    ``train`` is shuffled (a 2**15 buffer for the real data, a permutation
-    per epoch for the small one); repeating, it streams across epochs. The
-    other splits are read in order; each pass ends with a padded batch, so
-    every example is seen exactly once per pass. ``eval_train`` reads the
-    first `num_eval_train_examples` training graphs.
+    Each batch carries its ``valid`` graph mask; the last one is padded, so
+    every example is seen exactly once.
     """
-    shuffle_seed = (
-        input_pipeline.seed_from_rng(data_rng) if split == "train" else None
-    )
+    if split not in input_pipeline.TFDS_SPLITS or split == "train":
+      raise spec.UsageError(
+          f"unknown eval split {split!r}; choose from eval_train, validation, test")
     num_examples = self.num_eval_train_examples if split == "eval_train" else None
-    if split == "train":
-      examples = self._examples(
-          split, data_dir, shuffle_seed=shuffle_seed, repeat=repeat
-      )
-      batches = self._batches(examples, global_batch_size)
+    if self.size == "full":
+      examples = input_pipeline.tfds_examples(
+          split, self.dataset_dir(data_dir), num_examples=num_examples,
+          shard_index=shard_index, num_shards=num_shards)
     else:
-      def one_pass(epoch: int = 0) -> Iterator[spec.Batch]:
-        del epoch
-        examples = self._examples(split, data_dir, num_examples=num_examples)
-        return self._batches(examples, global_batch_size)
-
-      batches = input_pipeline.repeat_passes(one_pass) if repeat else one_pass()
-    if num_batches is not None:
-      batches = itertools.islice(batches, num_batches)
-    return batches
+      molecules = small_dataset().splits["train" if split == "eval_train" else split]
+      size = len(molecules) if num_examples is None else min(num_examples, len(molecules))
+      start, stop = data.shard_bounds(size, shard_index, num_shards)
+      examples = molecules.examples(np.arange(start, stop))
+    return self._batches(examples, batch_size)
 
   # ----- evaluation ---------------------------------------------------------------
 
-  def _eval_step_impl(
-      self, params: spec.Params, model_state: spec.ModelState, batch: spec.Batch
-  ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  def eval_step(
+      self,
+      params: spec.Params,
+      model_state: spec.ModelState,
+      batch: spec.Batch,
+      rng: jax.Array,
+      metrics: str = "all",
+  ) -> engine.EvalOutput:
+    """Summed loss and label count; logits, labels and mask for the mAP."""
+    del rng, metrics  # deterministic; the mAP needs the same pass as the loss
     logits, _ = self.model_fn(
         params, batch, model_state, spec.ForwardPassMode.EVAL, None,
         update_batch_norm=False,
     )
     loss = self.loss_fn(batch["targets"], logits, batch["weights"])
-    return logits, loss["summed"], loss["n_valid_examples"]
+    return engine.EvalOutput(
+        sums={"loss": loss["summed"], "num_labels": loss["n_valid_examples"]},
+        per_example={"logits": logits, "targets": batch["targets"],
+                     "weights": batch["weights"]},
+    )
 
-  def eval_batches(
-      self, split: str, num_examples: int, global_batch_size: int,
-      data_dir: str | None,
-  ) -> list[spec.Batch]:
-    """The first ``num_examples`` of ``split`` as batches, cached in memory."""
-    key = (split, num_examples, global_batch_size, data_dir)
-    if key not in self._eval_batches:
-      examples = self._examples(split, data_dir, num_examples=num_examples)
-      self._eval_batches[key] = list(self._batches(examples, global_batch_size))
-    return self._eval_batches[key]
-
-  def eval_model_on_split(
+  def finalize_metrics(
       self,
       split: str,
-      num_examples: int,
-      global_batch_size: int,
-      params: spec.Params,
-      model_state: spec.ModelState,
-      rng: jax.Array,
-      data_dir: str | None,
+      sums: Mapping[str, np.ndarray],
+      per_example: Mapping[str, np.ndarray],
+      metrics: str = "all",
   ) -> dict[str, float]:
     """Mean average precision over the whole split, and the mean loss.
 
-    The forward pass is jitted once per batch shape; logits are gathered on
-    the host and the mAP is computed once over all of them (padding graphs
-    and missing labels have weight 0 and do not count).
+    The mAP is computed once over all graphs of the split (padding graphs
+    dropped; missing labels have weight 0 and do not count).
     """
-    del rng  # Deterministic.
-    batches = self.eval_batches(split, num_examples, global_batch_size, data_dir)
-    outputs = [
-        self._eval_step(params, model_state, sharding.shard_like(batch, params))
-        for batch in batches
-    ]
-    logits = np.concatenate([np.asarray(out[0]) for out in outputs])
-    targets = np.concatenate([batch["targets"] for batch in batches])
-    weights = np.concatenate([batch["weights"] for batch in batches])
-    summed = sum(float(out[1]) for out in outputs)
-    n_valid = sum(float(out[2]) for out in outputs)
+    del split, metrics
     return {
-        "mean_average_precision": metrics.mean_average_precision(
-            logits, targets, weights
-        ),
-        "loss": summed / max(n_valid, 1.0),
+        "mean_average_precision": metrics_lib.mean_average_precision(
+            per_example["logits"], per_example["targets"], per_example["weights"]),
+        "loss": float(sums["loss"]) / max(float(sums["num_labels"]), 1.0),
     }
