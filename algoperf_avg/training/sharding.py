@@ -56,6 +56,8 @@ def initialize_distributed(
   """
   if coordinator_address is None and "JAX_COORDINATOR_ADDRESS" not in os.environ:
     return
+  # CPU processes exchange through gloo (no effect on GPU/TPU collectives).
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
   jax.distributed.initialize(
       coordinator_address=coordinator_address,
       num_processes=num_processes,

@@ -232,21 +232,28 @@ def concat_batches(batches: Sequence[Batch]) -> Batch:
 
 def batch_examples(
     examples: Iterable[Example],
-    global_batch_size: int,
+    batch_size: int,
     *,
     avg_nodes: int = AVG_NODES_PER_GRAPH,
     avg_edges: int = AVG_EDGES_PER_GRAPH,
     num_devices: int | None = None,
+    shard_index: int = 0,
+    num_shards: int = 1,
 ) -> Iterator[Batch]:
-  """Padded batches of about ``global_batch_size`` graphs from ``examples``.
+  """Padded batches of about ``batch_size`` graphs from ``examples``.
 
   Args:
     examples: TFDS-format examples, in the order to batch them.
-    global_batch_size: average-sized graphs per batch, over all devices.
+    batch_size: average-sized graphs per batch on this process's devices.
     avg_nodes: node budget per graph (26 for molpcba).
     avg_edges: directed-edge budget per graph (56 for molpcba).
     num_devices: per-device batches to concatenate; defaults to
       `jax.local_device_count()`.
+    shard_index: with ``num_shards > 1``, ``examples`` is the global stream:
+      each global batch is packed as ``num_shards * num_devices`` device
+      batches, of which this shard keeps its own ``num_devices``, so the
+      global batch is the same whatever the number of processes.
+    num_shards: the number of processes sharing the global stream.
 
   Yields:
     Batches whose arrays all have the same shapes; when ``examples`` ends the
@@ -254,17 +261,33 @@ def batch_examples(
     so every example appears exactly once.
   """
   num_devices = num_devices or jax.local_device_count()
-  budget = budget_for(global_batch_size // num_devices, avg_nodes, avg_edges)
+  budget = budget_for(batch_size // num_devices, avg_nodes, avg_edges)
   groups = dynamically_batch(map(example_to_graph, examples), budget)
   packed = (pack_graphs(group, budget) for group in groups)
-  if num_devices == 1:
+  per_step = num_devices * num_shards
+  if per_step == 1:
     yield from packed
     return
-  while device_batches := list(itertools.islice(packed, num_devices)):
-    device_batches += [_padding_only(device_batches[0])] * (
-        num_devices - len(device_batches)
-    )
-    yield concat_batches(device_batches)
+  while device_batches := list(itertools.islice(packed, per_step)):
+    device_batches += [_padding_only(device_batches[0])] * (per_step - len(device_batches))
+    batch = concat_batches(device_batches)
+    if num_shards > 1:  # node indices stay global: this shard's rows of the whole
+      batch = jax.tree.map(lambda x: np.split(x, num_shards)[shard_index], batch)
+    yield batch
+
+
+def offset_nodes(batch: Batch, offset: int) -> Batch:
+  """``batch`` with its edges' node indices moved up by ``offset``.
+
+  A process's batch is one part of a global batch whose node array is the
+  concatenation of every process's part, so a process whose part starts at
+  node ``offset`` must index nodes from there.
+  """
+  if not offset:
+    return batch
+  graph = batch["inputs"]
+  return dict(batch, inputs=graph._replace(senders=graph.senders + offset,
+                                           receivers=graph.receivers + offset))
 
 
 def tfds_examples(

@@ -192,20 +192,24 @@ class OgbgWorkload(spec.Workload):
   ) -> Iterator[spec.Batch]:
     """Shuffled padded graph batches, across epochs.
 
-    The real data is shuffled by tfds (files) and a 2**15 buffer, this
-    process reading its even share of the split; the small data follows a
-    fresh permutation per epoch, one stream per process.
+    The real data is shuffled by tfds (files) and a 2**15 buffer, each
+    process reading its even share of the split. The small data follows one
+    global stream (a fresh permutation per epoch) that every process packs,
+    keeping its part of each global batch: the same training run on any
+    number of processes.
     """
-    rng = jax.random.fold_in(data_rng, shard_index)
-    seed = data.seed_from_rng(rng)
     if self.size == "full":
+      seed = data.seed_from_rng(jax.random.fold_in(data_rng, shard_index))
       examples = input_pipeline.tfds_examples(
           "train", self.dataset_dir(data_dir), shuffle_seed=seed, repeat=True,
           shard_index=shard_index, num_shards=num_shards)
-    else:
-      molecules = small_dataset().splits["train"]
-      examples = map(molecules.example, data.epoch_order(len(molecules), seed))
-    return self._batches(examples, batch_size)
+      return (input_pipeline.offset_nodes(b, shard_index * b["inputs"].nodes.shape[0])
+              for b in self._batches(examples, batch_size))
+    molecules = small_dataset().splits["train"]
+    order = data.epoch_order(len(molecules), data.seed_from_rng(data_rng))
+    return input_pipeline.batch_examples(
+        map(molecules.example, order), batch_size, avg_nodes=self.config.avg_nodes,
+        avg_edges=self.config.avg_edges, shard_index=shard_index, num_shards=num_shards)
 
   def eval_batches(
       self,
@@ -234,7 +238,10 @@ class OgbgWorkload(spec.Workload):
       size = len(molecules) if num_examples is None else min(num_examples, len(molecules))
       start, stop = data.shard_bounds(size, shard_index, num_shards)
       examples = molecules.examples(np.arange(start, stop))
-    return self._batches(examples, batch_size)
+    for batch in self._batches(examples, batch_size):
+      # Shards of one global batch: this process's nodes come after the others'.
+      nodes = batch["inputs"].nodes.shape[0]
+      yield input_pipeline.offset_nodes(batch, shard_index * nodes)
 
   # ----- evaluation ---------------------------------------------------------------
 
