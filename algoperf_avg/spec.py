@@ -330,7 +330,7 @@ class Workload(abc.ABC):
           f"--size=small; prepare it with: algoperf-avg setup-data {self.name} "
           "--data_dir=DIR")
     if not os.path.isdir(data_dir):
-      raise UsageError(f"data root {data_dir!r} is not a folder")
+      raise UsageError(f"data root {data_dir!r} (--data_dir) is not a folder")
     problem = self.data_problem(self.dataset_dir(data_dir))
     if problem:
       raise UsageError(f"workload {self.workload_id}: {problem}")

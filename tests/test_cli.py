@@ -62,6 +62,31 @@ def test_full_size_needs_a_data_dir(exp, tmp_path):
   assert not exp.exists()
 
 
+def test_full_size_with_an_empty_data_root_writes_nothing(exp, tmp_path):
+  empty = tmp_path / "data"
+  empty.mkdir()
+  result = cli("run", "--size=full", f"--data_dir={empty}", f"--experiment_dir={exp}")
+  assert_usage_error(result, "no prepared ogbg_molpcba", "setup-data ogbg")
+  assert not exp.exists()  # no flags/hparams/meta/status files left behind
+
+
+def test_unknown_workload_option(exp):
+  result = cli("run", "--workload_option=colour=red", f"--experiment_dir={exp}")
+  assert_usage_error(result, "no option 'colour'", "eval_batch_size")
+  assert not exp.exists()
+  assert_usage_error(cli("run", "--workload_option=colour", f"--experiment_dir={exp}"),
+                     "NAME=VALUE")
+
+
+def test_setup_data_errors(tmp_path):
+  assert_usage_error(cli("setup-data", "ogbg"), "--data_dir")
+  assert_usage_error(cli("setup-data", "ogbgg", f"--data_dir={tmp_path}"),
+                     "unknown workload")
+  assert_usage_error(cli("setup-data", "ogbg", f"--data_dir={tmp_path}",
+                         f"--raw_dir={tmp_path}"), "takes no options")
+  assert_usage_error(cli("setup-data", f"--data_dir={tmp_path}"), "usage")
+
+
 def test_missing_submission_file(exp, tmp_path):
   result = cli("run", f"--submission={tmp_path / 'nope.py'}", f"--experiment_dir={exp}")
   assert_usage_error(result, "does not exist")

@@ -1,0 +1,75 @@
+"""Data helpers: epoch streams with O(1) start, shards, stacking, padding."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from algoperf_avg.kit import data
+
+
+def test_index_batches_cover_each_epoch_once_and_start_anywhere():
+  n, size = 10, 4
+  stream = list(itertools.islice(data.index_batches(n, size, seed=3), 10))  # 4 epochs
+  flat = np.concatenate(stream)
+  for epoch in range(4):
+    assert sorted(flat[epoch * n:(epoch + 1) * n]) == list(range(n))
+  assert not np.array_equal(flat[:n], flat[n:2 * n])  # a new permutation per epoch
+  for start in (0, 1, 7):
+    resumed = list(itertools.islice(data.index_batches(n, size, seed=3, start_batch=start), 3))
+    for a, b in zip(resumed, stream[start:start + 3], strict=True):
+      np.testing.assert_array_equal(a, b)
+  other = np.concatenate(list(itertools.islice(data.index_batches(n, size, seed=4), 3)))
+  assert not np.array_equal(other, flat[:12])
+
+
+def test_epoch_order_is_the_same_stream():
+  order = list(itertools.islice(data.epoch_order(7, seed=1), 20))
+  batches = np.concatenate(list(itertools.islice(data.index_batches(7, 5, seed=1), 4)))
+  assert order == batches[:20].tolist()
+  assert list(itertools.islice(data.epoch_order(7, seed=1, start=9), 5)) == order[9:14]
+
+
+def test_shard_bounds_cover_every_example_once():
+  for n, shards in ((10, 3), (2, 4), (0, 2)):
+    bounds = [data.shard_bounds(n, i, shards) for i in range(shards)]
+    assert bounds[0][0] == 0 and bounds[-1][1] == n
+    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:], strict=False))
+    assert max(b - a for a, b in bounds) - min(b - a for a, b in bounds) <= 1
+  with pytest.raises(ValueError, match="does not exist"):
+    data.shard_bounds(10, 3, 3)
+
+
+def test_stack_examples_nested_and_remainder():
+  examples = [{"inputs": (np.full(2, i), np.zeros(3)), "targets": np.int32(i)}
+              for i in range(5)]
+  batches = list(data.stack_examples(examples, 2))
+  assert [b["targets"].tolist() for b in batches] == [[0, 1], [2, 3], [4]]
+  assert batches[0]["inputs"][0].shape == (2, 2)
+  assert len(list(data.stack_examples(examples, 2, drop_remainder=True))) == 2
+
+
+def test_pad_batch_uses_declared_pad_values_and_adds_valid():
+  batch = {"inputs": (np.ones((3, 4)), np.zeros((3, 4))),  # (audio, paddings)
+           "targets": np.ones((3, 2), np.int32), "weights": np.ones((3, 2))}
+  padded = data.pad_batch(batch, 5, {"inputs": (0.0, 1.0)})
+  audio, paddings = padded["inputs"]
+  assert audio.shape == (5, 4) and not audio[3:].any()
+  assert paddings[3:].all() and not paddings[:3].any()  # padded frames read 1
+  assert not padded["weights"][3:].any()  # 2-D weights are 0 on the padding
+  np.testing.assert_array_equal(padded["valid"], [1, 1, 1, 0, 0])
+  empty = data.padding_only(padded, {"inputs": (0.0, 1.0)})
+  assert not empty["valid"].any() and empty["inputs"][1].all()
+  same = data.pad_batch(batch, 3, add_valid=False)
+  assert "valid" not in same and same["weights"].shape == (3, 2)
+
+
+def test_pad_batch_errors():
+  with pytest.raises(ValueError, match="leading example axis"):
+    data.pad_batch({"a": np.zeros((3,)), "b": np.zeros((4,))}, 8)
+  with pytest.raises(ValueError, match="exceeds"):
+    data.pad_batch({"a": np.zeros((9,))}, 8)
+  with pytest.raises(ValueError, match="lacks"):
+    data.pad_batch({"a": np.zeros((2,))}, 8, {"b": 1})
