@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from algoperf_avg import registry, spec
-from algoperf_avg.training import runner
 from algoperf_avg.evaluation import batch_norm
+from algoperf_avg.training import runner
 from tests.toy import ToyBNWorkload, _BNNet
 
 

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import os
-from unittest import mock
 
 import jax
 import numpy as np
 import pytest
 
 from algoperf_avg import spec
+from tests import workload_data
 from workloads.ogbg import input_pipeline, synthetic
 from workloads.ogbg.workload import OgbgWorkload, small_dataset
 
-TFDS_SPLIT_SIZES = {"train": 30, "validation": 23, "test": 9}
+TFDS_SPLIT_SIZES = workload_data.OGBG_SPLIT_SIZES
 
 
 def _molecule(num_nodes: int, bonds: list[tuple[int, int]], labels) -> dict:
@@ -113,47 +112,11 @@ def test_multi_device_batches_concatenate_shards():
 # ----- the real TFDS format ------------------------------------------------------
 
 
-def _tfds_example(molecules: synthetic.Molecules, index: int, graph_id: int) -> dict:
-  example = molecules.example(index)
-  labels = np.full(128, np.nan, np.float32)
-  labels[: molecules.labels.shape[1]] = example["labels"]
-  labels[-1] = graph_id
-  return dict(example, labels=labels)
-
-
 @pytest.fixture(scope="module")
 def tfds_data(tmp_path_factory):
   """A prepared ogbg_molpcba:0.1.3 (real TFRecords) of generated molecules."""
-  import tensorflow_datasets as tfds
-  from tensorflow_datasets.datasets.ogbg_molpcba import (
-      ogbg_molpcba_dataset_builder as builder_module,
-  )
-
-  molecules = synthetic.generate(
-      sum(TFDS_SPLIT_SIZES.values()), synthetic.Config(), np.random.default_rng(7)
-  )
-  examples, start = {}, 0
-  for split, size in TFDS_SPLIT_SIZES.items():
-    examples[split] = [_tfds_example(molecules, start + i, i) for i in range(size)]
-    start += size
-
-  def split_generators(self, dl_manager):
-    del self, dl_manager
-    return {split: enumerate(values) for split, values in examples.items()}
-
-  data_root = str(tmp_path_factory.mktemp("data"))
-  prepare = tfds.core.DatasetBuilder.download_and_prepare
-
-  def offline(self, *args, **kwargs):  # the real build, with no GCS look-up
-    kwargs["download_config"] = tfds.download.DownloadConfig(try_download_gcs=False)
-    return prepare(self, *args, **kwargs)
-
-  # `algoperf-avg setup-data ogbg` as a user runs it, on generated molecules.
-  with mock.patch.object(builder_module.Builder, "_split_generators", split_generators), \
-       mock.patch.object(tfds.core.DatasetBuilder, "download_and_prepare", offline):
-    path = OgbgWorkload.setup_data(data_root)
-  assert path == os.path.join(data_root, "ogbg", "ogbg_molpcba", "0.1.3")
-  return data_root, examples
+  root = str(tmp_path_factory.mktemp("data"))
+  return root, workload_data.write_ogbg(root)
 
 
 def _ids(batches) -> list[int]:

@@ -445,9 +445,8 @@ def posthoc_command(trial_dir: str, out_dir: str, lawa: Sequence[str],
   meta = _read_json(os.path.join(trial_dir, "meta_data_0.json"))
   if "workload" not in meta:
     raise spec.UsageError(f"{trial_dir}/meta_data_0.json names no workload")
-  workload = registry.get_workload(meta["workload"], meta.get("size", "full"))
-  if workload.requires_data_dir and not (data_dir and os.path.isdir(data_dir)):
-    raise spec.UsageError(
-        f"workload {workload.workload_id} reads its dataset from disk: pass "
-        f"--data_dir=DIR (got {data_dir!r})")
+  options = {k: v for k, v in (meta.get("workload_options") or {}).items()
+             if v is not None}
+  workload = registry.get_workload(meta["workload"], meta.get("size", "full"), **options)
+  workload.check_data(data_dir)
   return sweep(workload, trial_dir, out_dir, lawa_grid, ema_grid, data_dir=data_dir)

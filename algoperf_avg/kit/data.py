@@ -185,6 +185,7 @@ def tfds_split(
     *,
     how_to: str,
     shuffle_seed: int | None = None,
+    num_examples: int | None = None,
     shard_index: int = 0,
     num_shards: int = 1,
     decoders: Any = None,
@@ -198,6 +199,8 @@ def tfds_split(
     how_to: the preparation sentence for errors (`prepare_how_to`).
     shuffle_seed: shuffle the files with this seed (examples are shuffled by
       the caller, after any filtering); None reads in the stored order.
+    num_examples: only the split's first ``num_examples`` (all of them when
+      the split is smaller), before sharding.
     shard_index: this process's shard of an even split (`tfds.even_splits`).
     num_shards: number of shards (processes reading the split).
     decoders: passed to `builder.as_dataset` (e.g. skip image decoding).
@@ -214,6 +217,9 @@ def tfds_split(
     raise spec.UsageError(
         f"no prepared {name} under {data_dir!r} (looked in {builder.data_dir}); "
         f"{how_to}")
+  if num_examples is not None:
+    available = builder.info.splits[split].num_examples
+    split = f"{split}[:{min(num_examples, available)}]"
   if num_shards > 1:
     split = tfds.even_splits(split, num_shards, drop_remainder=False)[shard_index]
   return builder.as_dataset(

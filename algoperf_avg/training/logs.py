@@ -171,6 +171,7 @@ def meta_data(workload, rng_seed: int, extra: Mapping[str, Any] | None = None) -
       "workload": workload.name,
       "workload_id": workload.workload_id,
       "size": workload.size,
+      "workload_options": dict(getattr(workload, "option_values", {})),
       "num_params": workload.num_params,
       "rng_seed": rng_seed,
       "framework": FRAMEWORK,

@@ -319,12 +319,10 @@ def tfds_examples(
   """
   if split not in TFDS_SPLITS:
     raise spec.UsageError(f"unknown split {split!r}; choose from {list(TFDS_SPLITS)}")
-  tfds_split = TFDS_SPLITS[split]
-  if num_examples is not None:
-    tfds_split = f"{tfds_split}[:{num_examples}]"
   dataset = data.tfds_split(
-      f"{TFDS_NAME}:{TFDS_VERSION}", dataset_dir, tfds_split, how_to=HOW_TO,
-      shuffle_seed=shuffle_seed, shard_index=shard_index, num_shards=num_shards,
+      f"{TFDS_NAME}:{TFDS_VERSION}", dataset_dir, TFDS_SPLITS[split], how_to=HOW_TO,
+      shuffle_seed=shuffle_seed, num_examples=num_examples, shard_index=shard_index,
+      num_shards=num_shards,
   )
   if shuffle_seed is not None:
     dataset = dataset.shuffle(SHUFFLE_BUFFER_SIZE, seed=shuffle_seed)
