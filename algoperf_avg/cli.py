@@ -157,7 +157,9 @@ def _prepare_run(submission_ref: str, num_studies: int = 1):
   else:
     studies = [[{}] * (_NUM_TRIALS.value or 1)] * num_studies
   if submission.hparam_names is not None:
-    allowed = submission.hparam_names | set(workload.reference_hparams)
+    # bn_policy / bn_batches are the runner's, for any submission.
+    allowed = (submission.hparam_names | set(workload.reference_hparams)
+               | {"bn_policy", "bn_batches"})
     for trial in studies[0]:
       tuning.check_hparam_names(trial, allowed, source=_SEARCH_SPACE.value)
   return workload, submission, studies

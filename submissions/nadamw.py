@@ -17,7 +17,7 @@ from algoperf_avg.training import optimizers, schedules
 HPARAMS = (
     "learning_rate", "one_minus_beta1", "beta2", "weight_decay", "warmup_factor",
     "label_smoothing", "dropout_rate", "grad_clip", "schedule", "step_hint_factor",
-    "bn_policy", "bn_batches",  # read by the harness (algoperf_avg.training.optax_submission)
+    "bn_policy", "bn_batches",  # read by the runner (algoperf_avg.evaluation.batch_norm)
 )
 
 

@@ -60,38 +60,39 @@ def test_undeclared_momentum_is_measured_less_accurately_at_0999():
   assert errors[0.999] < 5e-4
 
 
-@pytest.mark.parametrize("policy", ["latest", "recompute"])
-def test_ema_submission_bn_policies(policy):
+def test_recompute_averages_the_stats_of_its_own_keyed_batches():
   workload = ToyBNWorkload()
-  sub = registry.load_submission("nadamw_ema")
-  hp = runner.resolve_hparams(workload, sub, {"bn_policy": policy, "bn_batches": 3,
-                                              "ema_decay": 0.9})
   params, state = workload.init_model_fn(jax.random.key(0))
-  opt_state = sub.init_optimizer_state(workload, params, state, hp, jax.random.key(1))
-  batches = list(itertools.islice(
-      workload.build_input_queue(jax.random.key(2), "train", None, 32), 14))
-  queue = iter(batches)
-  for step in range(10):
-    batch = sub.data_selection(workload, queue, opt_state, params, state, hp, step, None)
-    opt_state, params, state = sub.update_params(
-        workload, params, None, state, hp, batch, None, opt_state, [], step,
-        jax.random.key(step))
-  prepared = sub.prepare_for_eval(workload, params, None, state, hp, None, opt_state,
-                                  [], 10, jax.random.key(3))
-  assert isinstance(prepared, spec.PreparedForEval)
-  assert prepared.eval_params is not None  # the EMA, not the training weights
-  if policy == "latest":
-    assert prepared.eval_model_state is None  # training statistics are used
-    return
-  # Recomputed: the mean over the next 3 training batches of the EMA weights'
-  # batch statistics (the queue was consumed by exactly those batches).
-  assert next(queue) is batches[13]
-  stats = [exact_stats(workload, prepared.eval_params, b) for b in batches[10:13]]
-  means, variances = [s[0] for s in stats], [s[1] for s in stats]
-  got = prepared.eval_model_state["BatchNorm_0"]
-  np.testing.assert_allclose(got["mean"], np.mean(means, 0), rtol=1e-4, atol=1e-5)
-  np.testing.assert_allclose(got["var"], np.mean(variances, 0), rtol=1e-4, atol=1e-5)
-  assert not np.allclose(got["mean"], state["BatchNorm_0"]["mean"], atol=1e-3)
+  params = jax.tree.map(lambda p: p - 0.2, params)
+  stats = batch_norm.EvalStatistics(workload, "recompute", num_batches=3)
+  got = stats.state_for(params, state, rng_seed=5, step=40, data_dir=None, batch_size=32)
+  batches = list(itertools.islice(workload.train_batches(
+      batch_norm.bn_data_rng(5, 40), None, 32), 3))
+  exact = [exact_stats(workload, params, b) for b in batches]
+  np.testing.assert_allclose(got["BatchNorm_0"]["mean"], np.mean([m for m, _ in exact], 0),
+                             rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(got["BatchNorm_0"]["var"], np.mean([v for _, v in exact], 0),
+                             rtol=1e-4, atol=1e-5)
+  # Another step draws other batches; "latest" keeps the training statistics.
+  other = stats.state_for(params, state, rng_seed=5, step=50, data_dir=None, batch_size=32)
+  assert not np.allclose(other["BatchNorm_0"]["mean"], got["BatchNorm_0"]["mean"])
+  latest = batch_norm.EvalStatistics(workload, "latest")
+  assert latest.state_for(params, state, rng_seed=5, step=40, data_dir=None,
+                          batch_size=32) is state
+
+
+def test_recompute_never_changes_the_training_run():
+  """The policy only changes what is evaluated: the online weights are identical."""
+  workload = ToyBNWorkload(validation_target=2.0)
+  sub = registry.load_submission("nadamw_ema")
+  rows = {}
+  for policy in ("latest", "recompute"):
+    hp = runner.resolve_hparams(workload, sub, {"bn_policy": policy, "ema_decay": 0.9})
+    rows[policy] = runner.train_once(workload, sub, hp, 0, None, None, runner.RunOptions(
+        max_global_steps=40, eval_every_steps=20, save_checkpoints=False)).eval_rows
+  for a, b in zip(rows["latest"], rows["recompute"], strict=True):
+    assert a["validation_online/loss"] == b["validation_online/loss"]
+    assert a["validation/loss"] != b["validation/loss"]  # other statistics evaluated
 
 
 def test_recompute_policy_trains_end_to_end():
@@ -107,6 +108,5 @@ def test_unknown_bn_policy_is_a_usage_error():
   workload = ToyBNWorkload()
   sub = registry.load_submission("nadamw_ema")
   hp = runner.resolve_hparams(workload, sub, {"bn_policy": "guess"})
-  params, state = workload.init_model_fn(jax.random.key(0))
   with pytest.raises(spec.UsageError, match="bn_policy"):
-    sub.init_optimizer_state(workload, params, state, hp, jax.random.key(1))
+    runner.train_once(workload, sub, hp, 0, None, None, runner.RunOptions(max_global_steps=1))

@@ -27,7 +27,6 @@ import jax.numpy as jnp
 import optax
 
 from algoperf_avg import spec
-from algoperf_avg.evaluation import batch_norm
 
 
 def make_train_step(
@@ -72,8 +71,6 @@ class OptaxSubmission:
     self.name = name
     self._step: Callable | None = None
     self._eval_params: Callable | None = None
-    self._batch_stats: Callable | None = None
-    self._input_queue = None  # seen in data_selection; feeds BN recomputation
 
   # --- AlgoPerf's five functions -------------------------------------------
 
@@ -106,10 +103,6 @@ class OptaxSubmission:
       if averaging.has_average(opt_state):
         eval_fn = averaging.averaged_params
     self._eval_params = jax.jit(eval_fn) if eval_fn else None
-    policy = batch_norm.check_policy(hyperparameters.get("bn_policy", "latest"))
-    if policy == "recompute" and batch_norm.has_batch_stats(model_state):
-      self._batch_stats = batch_norm.batch_stats_fn(
-          workload, hyperparameters.get("dropout_rate"))
     return opt_state
 
   def update_params(
@@ -138,25 +131,8 @@ class OptaxSubmission:
     # Averaged weights are computed for evaluation only; the training weights
     # are neither copied nor replaced.
     eval_params = self._eval_params(optimizer_state, current_param_container)
-    eval_state = None
-    if self._batch_stats is not None and self._input_queue is not None:
-      eval_state = self.recompute_batch_stats(
-          eval_params, model_state, int(hyperparameters.get("bn_batches", 8)), rng
-      )
     return spec.PreparedForEval(
-        optimizer_state, current_param_container, model_state, eval_params=eval_params,
-        eval_model_state=eval_state,
-    )
-
-  def recompute_batch_stats(self, params, model_state, num_batches: int, rng):
-    """Batch statistics of ``params`` over the next training batches.
-
-    Runs inside `prepare_for_eval`, so its time counts as submission time;
-    the batches come from the training stream (as SWA's BN update does).
-    """
-    batches = (next(self._input_queue) for _ in range(num_batches))
-    return batch_norm.recompute_batch_stats(
-        self._batch_stats, params, model_state, batches, rng)
+        optimizer_state, current_param_container, model_state, eval_params=eval_params)
 
   def data_selection(
       self, workload, input_queue, optimizer_state, current_param_container,
@@ -164,7 +140,6 @@ class OptaxSubmission:
   ):
     del workload, optimizer_state, current_param_container, model_state
     del hyperparameters, global_step, rng
-    self._input_queue = input_queue
     return next(input_queue)
 
   def as_submission(self, source: str = "") -> spec.Submission:

@@ -29,6 +29,7 @@ from typing import Any
 import jax
 
 from algoperf_avg import spec
+from algoperf_avg.evaluation import batch_norm
 from algoperf_avg.training import logs, sharding
 from algoperf_avg.training import trial as trial_lib
 
@@ -179,6 +180,7 @@ def _train_loop(trial: trial_lib.Trial) -> TrialResult:
   workload, submission, hparams = trial.workload, trial.submission, trial.hparams
   options, data_dir, log_dir = trial.options, trial.data_dir, trial.log_dir
   mesh = options.mesh or sharding.make_mesh()
+  eval_stats = batch_norm.EvalStatistics.from_hparams(workload, hparams)
   data_rng, opt_rng, model_rng, rng = jax.random.split(jax.random.key(trial.rng_seed), 4)
   params, model_state = sharding.replicate(workload.init_model_fn(model_rng), mesh)
   optimizer_state = sharding.replicate(
@@ -263,6 +265,11 @@ def _train_loop(trial: trial_lib.Trial) -> TrialResult:
       )
       (optimizer_state, params, model_state, eval_params, eval_state,
        averaged) = _unpack_prepared(prepared, params, model_state)
+      if averaged and eval_state is model_state and eval_stats.applies(model_state):
+        # Statistics of the averaged weights (bn_policy=recompute), timed.
+        eval_state = eval_stats.state_for(
+            eval_params, model_state, rng_seed=trial.rng_seed, step=trial.global_step,
+            data_dir=data_dir, batch_size=trial.batch_size, mesh=mesh)
       jax.block_until_ready((optimizer_state, params, eval_params, eval_state))
       trial.submission_time += _now() - prep_start
       row = trial.evaluate(
