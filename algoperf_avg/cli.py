@@ -89,8 +89,23 @@ _SAVE_PARAMS_EVERY = flags.DEFINE_integer(
     "Keep the weights every N steps (in the trial's params/) for `posthoc` sweeps.",
     lower_bound=1,
 )
-_LAWA = flags.DEFINE_list("lawa", [], "posthoc: LAWA grid points EVERY:WINDOW, e.g. 64:20,128:10.")
-_EMA = flags.DEFINE_list("ema", [], "posthoc: EMA grid points EVERY:DECAY, e.g. 1:0.999.")
+_POSTHOC_GRID = flags.DEFINE_list(
+    "posthoc_grid", [],
+    "Keep only the snapshots these averages need, e.g. lawa:64:20,ema:8:0.99,swa:1:500 "
+    "(METHOD:EVERY:WINDOW|DECAY[:START], swa:EVERY:START).",
+)
+_SNAPSHOT_DTYPE = flags.DEFINE_enum(
+    "snapshot_dtype", None, ["float32", "bfloat16"],
+    "Float dtype of post-hoc snapshots (default: the params' own).",
+)
+_LAWA = flags.DEFINE_list(
+    "lawa", [], "posthoc: LAWA points EVERY:WINDOW[:START], e.g. 64:20,128:10.")
+_EMA = flags.DEFINE_list("ema", [], "posthoc: EMA points EVERY:DECAY[:START], e.g. 1:0.999.")
+_SWA = flags.DEFINE_list("swa", [], "posthoc: SWA points EVERY:START, e.g. 1:500.")
+_BN_POLICY = flags.DEFINE_enum(
+    "bn_policy", None, ["latest", "recompute"],
+    "posthoc: batch statistics of the averages (default: the run's bn_policy).",
+)
 _OUT = flags.DEFINE_string("out", None, "Output file (score CSV, new-submission) or folder (plot).")
 
 
@@ -140,10 +155,12 @@ def _prepare_run(submission_ref: str, num_studies: int = 1):
   trial hyperparameters per study.
   """
   from algoperf_avg import registry
+  from algoperf_avg.averaging import snapshots
   from algoperf_avg.training import tuning
 
   workload = _workload()
   workload.check_data(_DATA_DIR.value)
+  snapshots.parse_grid(_POSTHOC_GRID.value)  # a bad grid is an error before any write
   submission = registry.load_submission(submission_ref)
   ruleset = tuning.get_ruleset(_RULESET.value)
   if _SEARCH_SPACE.value:
@@ -167,6 +184,7 @@ def _prepare_run(submission_ref: str, num_studies: int = 1):
 
 def _run_trials(workload, submission, studies, experiment_dir: str, seed: int):
   """Run every trial of every study; finished trials (on rerun) are skipped."""
+  from algoperf_avg.averaging import snapshots
   from algoperf_avg.training import logs, runner
   from algoperf_avg.training.progress import ProgressBar
 
@@ -190,6 +208,8 @@ def _run_trials(workload, submission, studies, experiment_dir: str, seed: int):
           flags=flags.FLAGS.flag_values_dict(),
           progress=bar.update,
           save_params_every=_SAVE_PARAMS_EVERY.value,
+          posthoc_grid=tuple(snapshots.parse_grid(_POSTHOC_GRID.value)),
+          snapshot_dtype=_SNAPSHOT_DTYPE.value,
       )
       try:
         result = runner.train_once(
@@ -333,9 +353,11 @@ def _cmd_posthoc(args: list[str]) -> None:
 
   if len(args) != 1:
     raise spec.UsageError("usage: algoperf-avg posthoc TRIAL_DIR --lawa=EVERY:WINDOW,... "
-                          "--ema=EVERY:DECAY,... [--out DIR] [--data_dir DIR]")
+                          "--ema=EVERY:DECAY,... --swa=EVERY:START,... [--bn_policy=...] "
+                          "[--out DIR] [--data_dir DIR]")
   out = _OUT.value or os.path.join("experiments", "posthoc")
-  for path in posthoc.posthoc_command(args[0], out, _LAWA.value, _EMA.value, _DATA_DIR.value):
+  for path in posthoc.posthoc_command(args[0], out, _LAWA.value, _EMA.value, _DATA_DIR.value,
+                                      swa=_SWA.value, bn_policy=_BN_POLICY.value):
     print(f"wrote {path}")
   print(f"score them: algoperf-avg score {out}")
 

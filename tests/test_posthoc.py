@@ -210,8 +210,8 @@ def test_step_zero_recreated_from_the_seed(runs, tmp_path):
 
 
 @pytest.mark.parametrize("grid, message", [
-    (dict(lawa_grid=[(3, 2)]), "not a multiple of the saved interval 2"),
-    (dict(ema_grid=[(5, 0.9)]), "not a multiple of the saved interval 2"),
+    (dict(lawa_grid=[(3, 2)]), "lawa_every3_window2 needs the weights of steps [3, 9, 15, 21]"),
+    (dict(ema_grid=[(5, 0.9)]), "ema_every5_decay0.9 needs the weights of steps [5, 15]"),
     (dict(lawa_grid=[(0, 2)]), "every must be a positive integer"),
     (dict(lawa_grid=[(2, 0)]), "window must be a positive integer"),
     (dict(lawa_grid=[(2, 1.5)]), "window must be a positive integer"),
@@ -235,8 +235,10 @@ def test_runs_without_complete_saved_weights_are_usage_errors(runs, tmp_path):
   copy = tmp_path / "trial_1"
   shutil.copytree(runs["plain"], copy)
   shutil.rmtree(copy / runner.PARAMS_DIR / "8")
-  with pytest.raises(spec.UsageError, match=r"saved every 2 steps, but steps \[8\]"):
-    posthoc.sweep(_workload(), str(copy), str(tmp_path), lawa_grid=[(2, 2)])
+  # LAWA(2, 2) at the eval steps 6, 12, ... never averages step 8; (2, 3) does.
+  posthoc.sweep(_workload(), str(copy), str(tmp_path / "fine"), lawa_grid=[(2, 2)])
+  with pytest.raises(spec.UsageError, match=r"needs the weights of steps \[8\]"):
+    posthoc.sweep(_workload(), str(copy), str(tmp_path), lawa_grid=[(2, 3)])
   with pytest.raises(spec.UsageError, match="is this a trial folder"):
     posthoc.sweep(_workload(), str(tmp_path / "nowhere"), str(tmp_path), lawa_grid=[(2, 2)])
 
@@ -252,12 +254,13 @@ def test_posthoc_command_resolves_the_workload(runs, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("lawa, ema, message", [
-    (["64"], [], "--lawa item '64' is not EVERY:WINDOW (e.g. 64:20)"),
-    (["64:0.5"], [], "--lawa item '64:0.5' is not EVERY:WINDOW"),
-    (["a:2"], [], "--lawa item 'a:2' is not EVERY:WINDOW"),
-    ([], ["1:x"], "--ema item '1:x' is not EVERY:DECAY (e.g. 1:0.999)"),
-    ([], ["1:0.9:2"], "--ema item '1:0.9:2' is not EVERY:DECAY"),
-    ([], ["3:0.9"], "not a multiple of the saved interval 2"),
+    (["64"], [], "lawa point '64' is not EVERY:WINDOW[:START] (e.g. 64:20)"),
+    (["64:0.5"], [], "lawa point '64:0.5' is not EVERY:WINDOW[:START]"),
+    (["a:2"], [], "lawa point 'a:2' is not EVERY:WINDOW[:START]"),
+    ([], ["1:x"], "ema point '1:x' is not EVERY:DECAY[:START] (e.g. 8:0.99)"),
+    ([], ["1:0.9:2:4"], "ema point '1:0.9:2:4' is not EVERY:DECAY[:START]"),
+    ([], ["1:0.9:2"], "ema_every1_decay0.9_start2 needs the weights of steps [3, 5"),
+    ([], ["3:0.9"], "ema_every3_decay0.9 needs the weights of steps [3, 9"),
 ])
 def test_posthoc_command_bad_items(runs, tmp_path, monkeypatch, lawa, ema, message):
   monkeypatch.setitem(registry.WORKLOADS, "toy", "tests.toy:ToyWorkload")

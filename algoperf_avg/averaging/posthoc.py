@@ -1,37 +1,38 @@
-"""Post-hoc weight averaging: sweep LAWA and EMA over a run's saved weights.
+"""Post-hoc weight averaging: sweep LAWA, EMA and SWA over a run's snapshots.
 
-A run trained with ``RunOptions(save_params_every=N)`` keeps its weights in
-``<trial>/params/<step>`` at steps 0, N, 2N, ... . `sweep` streams through
-them once, in step order, keeps the average of every grid point up to date,
-and evaluates each average on the validation split; each grid point gets its
-own AlgoPerf trial folder, so ``algoperf-avg score OUT`` compares them as
+A run trained with ``RunOptions(snapshots=...)`` (``--save_params_every=N`` or
+``--posthoc_grid=...``, `averaging.snapshots`) keeps its weights and model
+state in ``<trial>/params/<step>``. `sweep` streams through them once, in step
+order, keeps the average of every grid point up to date, and evaluates each
+average at the run's eval steps on the validation split; each grid point gets
+its own AlgoPerf trial folder, so ``algoperf-avg score OUT`` compares them as
 submissions. This is how the paper swept the horizon without retraining::
 
     sweep(workload, "exp/study_0/ogbg_small_jax/trial_1", "posthoc",
-          lawa_grid=[(64, 20), (128, 10)], ema_grid=[(64, 0.99)])
+          points=[GridPoint("lawa", 64, window=20), GridPoint("ema", 8, decay=0.99)])
     # -> posthoc/nadamw_lawa_every64_window20/study_0/ogbg_small_jax/trial_1/ ...
 
-The averages are those of `averaging.lawa` and `averaging.ema` with
-``start_step=0``: update ``t`` (``global_step`` after it) is recorded when
-``t % every == 0``; LAWA is the mean of the last ``window`` records (of those
-there are, before the window fills); EMA starts at the step-0 weights; before
-the first record the training weights are evaluated. A sweep therefore gives
-the online transform's numbers, up to float rounding.
+The averages are those of the online transforms (`averaging.lawa`, ``ema``,
+``swa``) with the same ``every`` and ``start_step`` (`GridPoint.records_at`):
+LAWA is the mean of the last ``window`` records, EMA starts at the step-0
+weights, SWA is the (Kahan-summed) mean of every record; before the first
+record the training weights are evaluated. Batch statistics follow the run's
+``bn_policy`` (or ``bn_policy=`` here): ``latest`` evaluates with the model
+state saved at the eval step, ``recompute`` recomputes them for each average
+from the same keyed batches the runner uses (`evaluation.batch_norm`). A sweep
+therefore gives the online transform's numbers, up to float rounding (and
+exactly those of ``bfloat16`` snapshots' rounding when they were saved so).
+Evaluation runs on all devices (params replicated on the mesh).
 
-Memory: one float32 copy of the params per EMA point, and one copy per step
-that some LAWA point still averages, shared between the points.
-
-Limitation: only the params are saved, so evaluation uses the workload's
-initial model state (batch statistics); the workloads here have none.
+Memory: one float32 copy of the params per EMA point, two per SWA point, and
+one per step that some LAWA point still averages, shared between the points.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
-import functools
 import json
-import math
 import os
 import re
 import time
@@ -43,37 +44,10 @@ import jax.numpy as jnp
 import optax
 
 from algoperf_avg import spec
-from algoperf_avg.training import checkpoints, logs, runner
-
-
-@dataclasses.dataclass(frozen=True)
-class GridPoint:
-  """One averaging setting: LAWA (``every``, ``window``) or EMA (``every``, ``decay``)."""
-
-  method: str  # "lawa" or "ema"
-  every: int
-  window: int = 0
-  decay: float = 0.0
-
-  @property
-  def label(self) -> str:
-    """``lawa_every64_window20`` or ``ema_every1_decay0.999``."""
-    if self.method == "lawa":
-      return f"lawa_every{self.every}_window{self.window}"
-    return f"ema_every{self.every}_decay{self.decay!r}"
-
-  @property
-  def hparams(self) -> dict[str, Any]:
-    """The hyperparameters of nadamw_lawa / nadamw_ema that give this average online."""
-    if self.method == "lawa":
-      return {"averaging": "lawa", "lawa_every": self.every,
-              "lawa_window": self.window, "lawa_start_fraction": 0.0}
-    return {"averaging": "ema", "ema_every": self.every, "ema_decay": self.decay,
-            "ema_start_fraction": 0.0}
-
-  def records_at(self, step: int) -> bool:
-    """Whether the online transform records the weights of ``global_step == step``."""
-    return step >= 1 and step % self.every == 0
+from algoperf_avg.averaging import snapshots
+from algoperf_avg.averaging.snapshots import GridPoint
+from algoperf_avg.evaluation import batch_norm
+from algoperf_avg.training import checkpoints, logs, sharding
 
 
 def _accumulator_dtype(dtype: Any) -> Any:
@@ -90,11 +64,34 @@ def _mean(total: Any, count: jax.Array, like: Any) -> Any:
   return jax.tree.map(lambda t, p: (t / count).astype(p.dtype), total, like)
 
 
-@functools.partial(jax.jit, static_argnames="decay")
-def _ema_update(average: Any, weights: Any, decay: float) -> Any:
-  # As averaging.ema: the same expression with the same (static) decay.
+@jax.jit
+def _kahan_add(total: Any, compensation: Any, weights: Any) -> tuple[Any, Any]:
+  # As averaging.swa: y = w - c; t' = t + y; c' = (t' - t) - y.
+  def one(t, c, w):
+    y = w.astype(t.dtype) - c
+    new = t + y
+    return new, (new - t) - y
+
+  pairs = jax.tree.map(one, total, compensation, weights)
+  outer = jax.tree.structure(total)
+  return jax.tree.transpose(outer, jax.tree.structure((0, 0)), pairs)
+
+
+@jax.jit
+def _kahan_mean(total: Any, compensation: Any, count: jax.Array, like: Any) -> Any:
+  return jax.tree.map(lambda t, c, p: ((t - c) / count).astype(p.dtype),
+                      total, compensation, like)
+
+
+@jax.jit
+def _ema_update(average: Any, weights: Any, decay: jax.Array) -> Any:
   weights = jax.tree.map(lambda w, a: w.astype(a.dtype), weights, average)
   return optax.tree.update_moment(weights, average, decay, order=1)
+
+
+def _float_copy(params: Any) -> Any:
+  return jax.tree.map(
+      lambda p: jnp.array(p, dtype=_accumulator_dtype(p.dtype), copy=True), params)
 
 
 class _Lawa:
@@ -124,13 +121,12 @@ class _Ema:
     self.point = point
     self.steps: Sequence[int] = ()  # needs no stored weights
     self.records = 0
-    self.average = jax.tree.map(
-        lambda p: jnp.array(p, dtype=_accumulator_dtype(p.dtype), copy=True), init_params
-    )
+    self.average = _float_copy(init_params)
 
   def record(self, step: int, weights: Any) -> None:
     del step
-    self.average = _ema_update(self.average, weights, decay=self.point.decay)
+    self.average = _ema_update(self.average, weights,
+                               jnp.asarray(self.point.decay, jnp.float32))
     self.records += 1
 
   def value(self, store: dict[int, Any], current: Any) -> Any:
@@ -140,18 +136,45 @@ class _Ema:
     return jax.tree.map(lambda a, p: a.astype(p.dtype), self.average, current)
 
 
+class _Swa:
+  """An SWA point: a Kahan-compensated float32 sum of every record."""
+
+  def __init__(self, point: GridPoint, init_params: Any):
+    self.point = point
+    self.steps: Sequence[int] = ()
+    self.records = 0
+    zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, _accumulator_dtype(p.dtype)),
+                         init_params)
+    self.total, self.compensation = zeros, jax.tree.map(jnp.zeros_like, zeros)
+
+  def record(self, step: int, weights: Any) -> None:
+    del step
+    self.total, self.compensation = _kahan_add(self.total, self.compensation, weights)
+    self.records += 1
+
+  def value(self, store: dict[int, Any], current: Any) -> Any:
+    del store
+    if not self.records:
+      return current
+    return _kahan_mean(self.total, self.compensation,
+                       jnp.asarray(self.records, jnp.float32), current)
+
+
+_AVERAGES = {"lawa": lambda p, init: _Lawa(p), "ema": _Ema, "swa": _Swa}
+
+
 @dataclasses.dataclass
 class _Source:
-  """What a sweep reads from the trial that saved its weights."""
+  """What a sweep reads from the trial that saved its snapshots."""
 
   log_dir: str
   params_dir: str
   meta: dict[str, Any]
   hparams: dict[str, Any]
   rows: dict[int, dict[str, Any]]  # its eval rows by global_step
-  steps: list[int]  # saved steps, ascending, 0 excluded
-  has_step_zero: bool
-  interval: int
+  saved: list[int]  # saved steps, ascending (0 included when kept)
+  items: tuple[str, ...]  # what each snapshot holds ("params", "model_state")
+  dtype: str | None  # the snapshots' float dtype, None: the params' own
   study: int
   trial: int
 
@@ -169,26 +192,20 @@ def _read_source(log_dir: str) -> _Source:
   hparams = _read_json(os.path.join(log_dir, "hparams.json"))
   csv_path = os.path.join(log_dir, "eval_measurements.csv")
   rows = logs.read_rows(csv_path) if os.path.exists(csv_path) else []
-  params_dir = os.path.join(log_dir, runner.PARAMS_DIR)
-  all_steps = checkpoints.list_steps(params_dir)
-  steps = [s for s in all_steps if s > 0]
-  if not steps:
+  params_dir = os.path.join(log_dir, snapshots.PARAMS_DIR)
+  saved = checkpoints.list_steps(params_dir)
+  if not [s for s in saved if s > 0]:
     raise spec.UsageError(
         f"{params_dir}: no saved weights after step 0; train with "
-        "RunOptions(save_params_every=N) to sweep averages post hoc")
-  interval = functools.reduce(math.gcd, steps)
-  missing = sorted(set(range(interval, steps[-1] + 1, interval)) - set(steps))
-  if missing:
-    raise spec.UsageError(
-        f"{params_dir}: weights saved every {interval} steps, but steps "
-        f"{missing[:5]}{' ...' if len(missing) > 5 else ''} are missing")
+        "--save_params_every=N or --posthoc_grid=... to sweep averages post hoc")
+  info = checkpoints.read_metadata(params_dir, saved[-1])
   trial = re.fullmatch(r"trial_(\d+)", os.path.basename(os.path.normpath(log_dir)))
   study_dir = os.path.dirname(os.path.dirname(os.path.normpath(log_dir)))
   study = re.fullmatch(r"study_(\d+)", os.path.basename(study_dir))
   return _Source(
       log_dir=os.path.abspath(log_dir), params_dir=params_dir, meta=meta,
-      hparams=hparams, rows={int(r["global_step"]): r for r in rows},
-      steps=steps, has_step_zero=0 in all_steps, interval=interval,
+      hparams=hparams, rows={int(r["global_step"]): r for r in rows}, saved=saved,
+      items=tuple(info.get("items", ["params"])), dtype=info.get("dtype"),
       study=int(study.group(1)) if study else 0,
       trial=int(trial.group(1)) if trial else 1,
   )
@@ -198,9 +215,9 @@ def _is_int(value: Any) -> bool:
   return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _grid(lawa_grid: Iterable[Sequence[Any]], ema_grid: Iterable[Sequence[Any]],
-          source: _Source) -> list[GridPoint]:
-  """Validated, de-duplicated grid points (in the order given)."""
+def _pairs(lawa_grid: Iterable[Sequence[Any]], ema_grid: Iterable[Sequence[Any]]
+           ) -> list[GridPoint]:
+  """``(every, window)`` / ``(every, decay)`` pairs as grid points, validated."""
   points = []
   for method, grid in (("lawa", lawa_grid), ("ema", ema_grid)):
     for item in grid:
@@ -209,53 +226,81 @@ def _grid(lawa_grid: Iterable[Sequence[Any]], ema_grid: Iterable[Sequence[Any]],
       every, value = item
       if not _is_int(every) or every < 1:
         raise spec.UsageError(f"{method}: every must be a positive integer, got {every!r}")
-      if every % source.interval:
-        raise spec.UsageError(
-            f"{method}: every={every} is not a multiple of the saved interval "
-            f"{source.interval} (the weights in {source.params_dir})")
       if method == "lawa" and not (_is_int(value) and value >= 1):
         raise spec.UsageError(f"lawa: window must be a positive integer, got {value!r}")
       if method == "ema" and not (
           isinstance(value, (int, float)) and not isinstance(value, bool)
           and 0.0 <= value <= 1.0):
         raise spec.UsageError(f"ema: decay must be a number in [0, 1], got {value!r}")
-      point = (GridPoint("lawa", every, window=value) if method == "lawa"
-               else GridPoint("ema", every, decay=float(value)))
-      if point not in points:
-        points.append(point)
-  if not points:
-    raise spec.UsageError("nothing to sweep: give at least one LAWA or EMA grid point")
+      points.append(GridPoint("lawa", every, window=value) if method == "lawa"
+                    else GridPoint("ema", every, decay=float(value)))
   return points
 
 
 def _eval_steps(eval_steps: Sequence[int] | None, source: _Source) -> list[int]:
-  saved = set(source.steps)
+  saved = set(source.saved)
   if eval_steps is not None and not eval_steps:
     raise spec.UsageError("eval_steps is empty: give steps, or None for the default")
   if eval_steps is None:
     # Where the run evaluated (and kept weights), and the last saved step.
-    return sorted((set(source.rows) & saved) | {source.steps[-1]})
+    return sorted((set(source.rows) & saved) | {source.saved[-1]})
   wrong = [s for s in eval_steps if s not in saved and s != 0]
   if wrong:
     raise spec.UsageError(
-        f"eval steps {wrong} have no saved weights; saved: every "
-        f"{source.interval} steps up to {source.steps[-1]}")
+        f"eval steps {wrong} have no saved weights; saved: {_ranges(source.saved)}")
   return sorted(set(eval_steps))
 
 
-def _initial_params(workload: spec.Workload, source: _Source) -> tuple[Any, Any]:
-  """The step-0 weights and the initial model state.
+def _ranges(steps: Sequence[int]) -> str:
+  shown = ", ".join(map(str, steps[:8]))
+  return f"{shown}{' ...' if len(steps) > 8 else ''} ({len(steps)} steps)"
 
-  Runs saved before step 0 was kept get their weights re-created from the
-  seed exactly as the runner makes them.
-  """
+
+def _check_coverage(points: Sequence[GridPoint], source: _Source,
+                    wanted: Sequence[int]) -> None:
+  """Every record each point needs at each eval step must have been kept."""
+  saved = set(source.saved)
+  last = wanted[-1]
+  for point in points:
+    schedule = [s for s in range(1, last + 1) if point.records_at(s)]
+    if point.method == "lawa":
+      needed = {s for at in wanted for s in snapshots.lawa_window(point, schedule, at)}
+    else:
+      needed = set(schedule)
+    missing = sorted(needed - saved)
+    if missing:
+      raise spec.UsageError(
+          f"{point.label} needs the weights of steps {missing[:5]}"
+          f"{' ...' if len(missing) > 5 else ''}, which {source.params_dir} does not "
+          f"hold (saved: {_ranges(source.saved)}); save them with "
+          f"--save_params_every or --posthoc_grid")
+
+
+def _initial_state(workload: spec.Workload, source: _Source) -> tuple[Any, Any]:
+  """The step-0 weights and model state (re-created from the seed if not saved)."""
   seed = int(source.meta.get("rng_seed", 0))
   _, _, model_rng, _ = jax.random.split(jax.random.key(seed), 4)
   params, model_state = workload.init_model_fn(model_rng)
-  if source.has_step_zero:
-    params = checkpoints.restore_checkpoint(
-        source.params_dir, 0, {"params": params}).state["params"]
+  if 0 in source.saved:
+    params, saved_state, _ = _restore(source, 0, params, model_state)
+    model_state = saved_state if saved_state is not None else model_state
   return params, model_state
+
+
+def _restore(source: _Source, step: int, params: Any, model_state: Any
+             ) -> tuple[Any, Any | None, dict[str, Any]]:
+  """A snapshot's params (in the template's dtypes), model state (or None), metadata."""
+  stored = params
+  if source.dtype is not None:
+    dtype = snapshots.DTYPES[source.dtype]
+    stored = jax.tree.map(
+        lambda p: p.astype(dtype) if jnp.issubdtype(p.dtype, jnp.floating) else p, params)
+  template = {"params": stored}
+  if "model_state" in source.items:
+    template["model_state"] = model_state
+  restored = checkpoints.restore_checkpoint(source.params_dir, step, template)
+  loaded = jax.tree.map(lambda r, p: r.astype(p.dtype), restored.state["params"], params)
+  return loaded, restored.state.get("model_state"), restored.metadata
 
 
 def _eval_rng(seed: int, step: int) -> jax.Array:
@@ -278,13 +323,16 @@ class _Output:
     self.eval_time = 0.0
     self.source = source
     self.point = point
+    self.step_hint = workload.step_hint
 
-  def start(self) -> None:
+  def start(self, policy: str) -> None:
     logs.write_json(os.path.join(self.log_dir, "hparams.json"),
-                    self.source.hparams | self.point.hparams)
+                    self.source.hparams | self.point.hparams(self.step_hint)
+                    | ({"bn_policy": policy} if "bn_policy" in self.source.hparams
+                       or policy != "latest" else {}))
     logs.write_json(os.path.join(self.log_dir, "meta_data_0.json"), self.source.meta | {
         "posthoc_of": self.source.log_dir,
-        "posthoc_saved_every": self.source.interval,
+        "posthoc_saved_steps": len(self.source.saved),
         "posthoc_name": self.name,
     })
     self.status("running")
@@ -321,47 +369,67 @@ def sweep(
     ema_grid: Iterable[Sequence[float]] = (),
     eval_steps: Sequence[int] | None = None,
     data_dir: str | None = None,
+    *,
+    points: Iterable[GridPoint] = (),
+    bn_policy: str | None = None,
+    bn_batches: int | None = None,
 ) -> list[str]:
-  """Average a run's saved weights for every grid point and evaluate each.
+  """Average a run's snapshots for every grid point and evaluate each.
 
-  Reads every saved checkpoint once, in step order; all grid points are
-  updated from it before the next is read.
+  Reads every snapshot once, in step order; all grid points are updated from
+  it before the next is read.
 
   Args:
     workload: the workload the run trained (its size too).
-    trial_log_dir: the run's trial folder (with ``params/`` from
-      ``RunOptions(save_params_every=N)``).
+    trial_log_dir: the run's trial folder (with ``params/``).
     out_dir: where the grid points' folders go:
       ``out_dir/<submission>_<label>/study_<k>/<workload_id>_jax/trial_<i>/``
       (study and trial numbers as the run's).
-    lawa_grid: ``(every, window)`` pairs; ``every`` a multiple of N.
-    ema_grid: ``(every, decay)`` pairs; ``every`` a multiple of N.
+    lawa_grid: ``(every, window)`` pairs (start step 0).
+    ema_grid: ``(every, decay)`` pairs (start step 0).
     eval_steps: steps to evaluate at (saved ones); default: the steps the run
-      evaluated at that have saved weights, and the last saved step.
-    data_dir: dataset folder (None for sizes that generate their data).
+      evaluated at that have snapshots, and the last snapshot.
+    data_dir: the data root (None for sizes that generate their data).
+    points: further grid points (`GridPoint`: LAWA, EMA, SWA, any start).
+    bn_policy: ``latest`` or ``recompute``; default: the run's ``bn_policy``.
+    bn_batches: batches per recomputation; default: the run's, else 8.
 
   Returns:
-    The written trial folders, in grid order (LAWA points first).
+    The written trial folders, in grid order (pairs first).
 
   Raises:
-    spec.UsageError: unreadable trial folder, no or incomplete saved weights,
-      a bad grid point (``every`` not a multiple of N names N), or an eval
-      step without saved weights. Nothing is written then.
+    spec.UsageError: unreadable trial folder, no snapshots, a bad grid point,
+      a record a point needs that was not kept, or an eval step without a
+      snapshot. Nothing is written then.
   """
   source = _read_source(trial_log_dir)
   if source.meta.get("workload_id", workload.workload_id) != workload.workload_id:
     raise spec.UsageError(f"{trial_log_dir} is a run of {source.meta['workload_id']}, "
                           f"not {workload.workload_id}")
-  points = _grid(lawa_grid, ema_grid, source)
+  grid = []
+  for point in [*_pairs(lawa_grid, ema_grid), *points]:
+    if point not in grid:
+      grid.append(point)
+  if not grid:
+    raise spec.UsageError("nothing to sweep: give at least one LAWA, EMA or SWA point")
   wanted = _eval_steps(eval_steps, source)
-  init_params, model_state = _initial_params(workload, source)
-  averages = [_Lawa(p) if p.method == "lawa" else _Ema(p, init_params) for p in points]
-  outputs = [_Output(out_dir, p, source, workload) for p in points]
+  _check_coverage(grid, source, wanted)
+  policy = bn_policy or source.hparams.get("bn_policy") or "latest"
+  stats = batch_norm.EvalStatistics(
+      workload, policy, bn_batches or source.hparams.get("bn_batches") or 8,
+      source.hparams.get("dropout_rate"))
+  seed = int(source.meta.get("rng_seed", 0))
+  batch_size = int(source.meta.get("global_batch_size") or workload.default_batch_size)
+  mesh = sharding.make_mesh()
+  init_params, init_state = _initial_state(workload, source)
+  averages = [_AVERAGES[p.method](p, init_params) for p in grid]
+  outputs = [_Output(out_dir, p, source, workload) for p in grid]
   for output in outputs:
-    output.start()
+    output.start(policy)
   store: dict[int, Any] = {}  # step -> weights that some LAWA point still averages
   try:
-    for step, weights, submission_time in _saved(source, init_params, wanted[-1]):
+    for step, weights, state, submission_time in _saved(source, init_params, init_state,
+                                                        wanted[-1]):
       for average in averages:
         if average.point.records_at(step):
           average.record(step, weights)
@@ -371,12 +439,15 @@ def sweep(
         store[step] = weights
       if step not in wanted:
         continue
-      rng = _eval_rng(int(source.meta.get("rng_seed", 0)), step)
+      rng = _eval_rng(seed, step)
       for average, output in zip(averages, outputs, strict=True):
-        params = average.value(store, weights)
+        params = sharding.replicate(average.value(store, weights), mesh)
+        eval_state = sharding.replicate(state, mesh)
         t0 = time.perf_counter()
-        metrics = workload.eval_model(workload.eval_batch_size, params, model_state,
-                                      rng, data_dir, splits=("validation",))
+        eval_state = stats.state_for(params, eval_state, rng_seed=seed, step=step,
+                                     data_dir=data_dir, batch_size=batch_size, mesh=mesh)
+        metrics = workload.eval_model(workload.eval_batch_size, params, eval_state, rng,
+                                      data_dir, splits=("validation",), metrics="target")
         output.append(step, submission_time, metrics, time.perf_counter() - t0)
   except BaseException as e:
     for output in outputs:
@@ -387,61 +458,37 @@ def sweep(
   return [output.log_dir for output in outputs]
 
 
-def _saved(source: _Source, init_params: Any, last: int
-           ) -> Iterator[tuple[int, Any, float]]:
-  """``(step, weights, submission_time)`` from step 0 to ``last``, each read once."""
-  yield 0, init_params, 0.0
-  for step in source.steps:
+def _saved(source: _Source, init_params: Any, init_state: Any, last: int
+           ) -> Iterator[tuple[int, Any, Any, float]]:
+  """``(step, weights, model state, submission_time)`` to ``last``, each read once."""
+  yield 0, init_params, init_state, 0.0
+  for step in source.saved:
+    if step == 0:
+      continue
     if step > last:
       return
-    restored = checkpoints.restore_checkpoint(
-        source.params_dir, step, {"params": init_params})
-    yield (step, restored.state["params"],
-           float(restored.metadata.get("submission_time", math.nan)))
-
-
-def _parse_points(items: Sequence[str], method: str) -> list[tuple[int, Any]]:
-  """``["64:20", ...]`` -> ``[(64, 20), ...]`` (EMA: ``"1:0.999"`` -> ``(1, 0.999)``)."""
-  what, example = ("WINDOW", "64:20") if method == "lawa" else ("DECAY", "1:0.999")
-  points = []
-  for item in items:
-    every_text, sep, value_text = item.strip().partition(":")
-    try:
-      if not sep:
-        raise ValueError
-      every = int(every_text)
-      value = int(value_text) if method == "lawa" else float(value_text)
-    except ValueError:
-      raise spec.UsageError(
-          f"--{method} item {item!r} is not EVERY:{what} (e.g. {example})") from None
-    points.append((every, value))
-  return points
+    params, state, metadata = _restore(source, step, init_params, init_state)
+    yield (step, params, init_state if state is None else state,
+           float(metadata.get("submission_time", float("nan"))))
 
 
 def posthoc_command(trial_dir: str, out_dir: str, lawa: Sequence[str],
-                    ema: Sequence[str], data_dir: str | None) -> list[str]:
-  """``algoperf-avg posthoc TRIAL_DIR --lawa=64:20,128:10 --ema=1:0.999 --out=DIR``.
+                    ema: Sequence[str], data_dir: str | None,
+                    swa: Sequence[str] = (), bn_policy: str | None = None) -> list[str]:
+  """``algoperf-avg posthoc TRIAL_DIR --lawa=64:20 --ema=1:0.999 --swa=1:500 --out=DIR``.
 
-  Resolves the workload from the trial's ``meta_data_0.json`` and runs `sweep`
-  (default eval steps).
-
-  Args:
-    trial_dir: the run's trial folder.
-    out_dir: where the grid points' folders go.
-    lawa: ``"EVERY:WINDOW"`` items.
-    ema: ``"EVERY:DECAY"`` items.
-    data_dir: dataset folder, needed by full sizes.
-
-  Returns:
-    The written trial folders.
+  Resolves the workload (and its options) from the trial's
+  ``meta_data_0.json`` and runs `sweep` (default eval steps).
 
   Raises:
-    spec.UsageError: a malformed item, an unknown workload, a missing
-      ``data_dir``, or anything `sweep` rejects.
+    spec.UsageError: a malformed item, an unknown workload, missing data, or
+      anything `sweep` rejects.
   """
   from algoperf_avg import registry
 
-  lawa_grid, ema_grid = _parse_points(lawa, "lawa"), _parse_points(ema, "ema")
+  points = [snapshots.parse_point(method, item)
+            for method, items in (("lawa", lawa), ("ema", ema), ("swa", swa))
+            for item in items]
   meta = _read_json(os.path.join(trial_dir, "meta_data_0.json"))
   if "workload" not in meta:
     raise spec.UsageError(f"{trial_dir}/meta_data_0.json names no workload")
@@ -449,4 +496,5 @@ def posthoc_command(trial_dir: str, out_dir: str, lawa: Sequence[str],
              if v is not None}
   workload = registry.get_workload(meta["workload"], meta.get("size", "full"), **options)
   workload.check_data(data_dir)
-  return sweep(workload, trial_dir, out_dir, lawa_grid, ema_grid, data_dir=data_dir)
+  return sweep(workload, trial_dir, out_dir, data_dir=data_dir, points=points,
+               bn_policy=bn_policy)

@@ -305,3 +305,25 @@ def restore_latest(
 def _first_line(error: Exception) -> str:
   text = str(error).strip()
   return text.splitlines()[0][:300] if text else ""
+
+
+def delete_steps(directory: str | os.PathLike[str], steps: list[int]) -> None:
+  """Deletes the checkpoints at ``steps`` (missing ones are ignored)."""
+  directory = os.path.abspath(os.fspath(directory))
+  if not steps or not os.path.isdir(directory):
+    return
+  with _manager(directory) as manager:
+    existing = set(manager.all_steps())
+    for step in steps:
+      if step in existing:
+        manager.delete(step)
+
+
+def read_metadata(directory: str | os.PathLike[str], step: int) -> dict[str, Any]:
+  """The JSON metadata of checkpoint ``step``, without reading its arrays."""
+  _check_step(step)
+  directory = os.path.abspath(os.fspath(directory))
+  with _manager(directory) as manager:
+    restored = manager.restore(int(step), args=ocp.args.Composite(
+        **{_METADATA: ocp.args.JsonRestore()}))
+  return dict(restored[_METADATA])

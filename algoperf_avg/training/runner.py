@@ -23,12 +23,14 @@ import dataclasses
 import json
 import math
 import os
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
 
 from algoperf_avg import spec
+from algoperf_avg.averaging import snapshots
 from algoperf_avg.evaluation import batch_norm
 from algoperf_avg.training import logs, sharding
 from algoperf_avg.training import trial as trial_lib
@@ -48,11 +50,19 @@ class RunOptions:
   budget_multiplier: float = 1.0  # 1.5 under the self-tuning ruleset
   log_online_metrics: bool = True  # validation_online/* for averaged eval weights
   save_checkpoints: bool = True  # after every eval, into <log_dir>/checkpoints
-  # Keep the weights every N steps in <log_dir>/params, for post-hoc averaging.
+  # Post-hoc snapshots in <log_dir>/params (averaging.snapshots): every N
+  # steps, and/or what a grid of averages needs; in their dtype or bfloat16.
   save_params_every: int | None = None
+  posthoc_grid: tuple[Any, ...] = ()  # snapshots.GridPoint
+  snapshot_dtype: str | None = None
   flags: Mapping[str, Any] | None = None  # written to flags_<p>.json
   mesh: Any = None  # jax.sharding.Mesh; None: all devices (sharding.make_mesh)
   progress: Callable[[Progress], None] | None = None
+
+
+  def snapshot_policy(self) -> snapshots.Policy:
+    return snapshots.Policy(self.save_params_every, tuple(self.posthoc_grid),
+                            self.snapshot_dtype)
 
 
 @dataclasses.dataclass
@@ -79,6 +89,26 @@ class TrialResult:
   time_to_target: float | None
   eval_rows: list[dict[str, Any]]
   message: str = ""
+
+
+def snapshot_estimate(workload: spec.Workload, options: RunOptions, log_dir: str) -> str:
+  """The expected disk use of a run's snapshots; `spec.UsageError` if it does not fit."""
+  policy = options.snapshot_policy()
+  params, state = jax.eval_shape(workload.init_model_fn, jax.random.key(0))
+  targets = workload.targets
+  eval_every = options.eval_every_steps or targets.eval_every_steps
+  fraction = (targets.eval_period_sec / targets.max_runtime_sec
+              if math.isfinite(targets.max_runtime_sec) else 0.01)
+  count, steps = snapshots.expected_snapshots(
+      policy, targets.step_budget, targets.step_hint, eval_every, fraction)
+  if options.max_global_steps:
+    count, steps = snapshots.expected_snapshots(
+        policy, min(options.max_global_steps, steps), options.max_global_steps,
+        eval_every, fraction)
+  size = snapshots.snapshot_bytes(params, state, policy.dtype)
+  return snapshots.check_disk(
+      log_dir, count * size,
+      f"post-hoc snapshots: {count} of {size / 2**20:.1f} MiB over {steps:,} steps")
 
 
 def resolve_hparams(
@@ -165,6 +195,8 @@ def train_once(
   """
   options = options or RunOptions()
   workload.check_data(data_dir)  # before anything is written
+  if log_dir and options.snapshot_policy().active:
+    print(snapshot_estimate(workload, options, log_dir), file=sys.stderr)
   trial = trial_lib.Trial(workload, submission, hparams, rng_seed, data_dir, log_dir, options)
   trial.check_same_run()
   try:
@@ -194,8 +226,8 @@ def _train_loop(trial: trial_lib.Trial) -> TrialResult:
     params, model_state = restored["params"], restored["model_state"]
     optimizer_state = restored["optimizer_state"]
   trial.write_start_files()
-  if options.save_params_every and trial.global_step == 0:
-    trial.save_params(params)  # step 0: where EMA (and post-hoc EMA) starts
+  if trial.global_step == 0:
+    trial.snapshot(params, model_state)  # step 0: where EMA (and post-hoc EMA) starts
   # Each process reads its own part of the global batch.
   host_batches = workload.train_batches(
       data_rng, data_dir, trial.batch_size // jax.process_count(),
@@ -247,9 +279,9 @@ def _train_loop(trial: trial_lib.Trial) -> TrialResult:
       done = True
     if trial.submission_time >= trial.budget:
       done = True
-    if (options.save_params_every and status != "diverged"
-        and trial.global_step % options.save_params_every == 0):
-      trial.save_params(params)
+    if (trial.snapshots is not None and status != "diverged"
+        and trial.snapshots.policy.saves_at(trial.global_step)):
+      trial.snapshot(params, model_state)
     if trial.eval_every_steps:
       eval_due = trial.global_step % trial.eval_every_steps == 0
     else:
@@ -276,6 +308,9 @@ def _train_loop(trial: trial_lib.Trial) -> TrialResult:
           params, model_state, eval_params, eval_state, averaged, eval_rng, start
       )
       latest_metric = row.get(metric_key)
+      if trial.snapshots is not None:
+        trial.snapshot(params, model_state)  # eval steps: model state for "latest"
+        trial.prune_snapshots()
       trial.batches_taken += counter.taken
       counter.taken = 0
       save_start = _now()

@@ -12,10 +12,11 @@ import time
 from typing import Any
 
 from algoperf_avg import spec
+from algoperf_avg.averaging import snapshots
 from algoperf_avg.training import checkpoints, logs, sharding
 
 now = time.perf_counter
-PARAMS_DIR = "params"  # <log_dir>/params/<step>: weights kept for post-hoc averaging
+PARAMS_DIR = snapshots.PARAMS_DIR  # <log_dir>/params/<step>: post-hoc snapshots
 
 
 def global_batch_size(workload: spec.Workload, submission: spec.Submission) -> int:
@@ -73,6 +74,11 @@ class Trial:
         os.path.join(log_dir, "checkpoints") if log_dir and options.save_checkpoints
         else None
     )
+    policy = options.snapshot_policy()
+    # Every process snapshots (orbax coordinates multi-host saves).
+    self.snapshots = (snapshots.Store(log_dir, policy) if log_dir and policy.active
+                      else None)
+    self.snapshot_steps: set[int] = set()
 
   # ----- files ---------------------------------------------------------------
 
@@ -140,17 +146,21 @@ class Trial:
         "first_target": self.first_target,
     })
 
-  def save_params(self, params: Any) -> None:
-    """Keep this step's weights (untimed, logging time) for `posthoc` sweeps."""
-    if not self.log_dir:
+  def snapshot(self, params: Any, model_state: Any) -> None:
+    """Keep this step's weights and model state for `posthoc` (untimed, logging time)."""
+    if self.snapshots is None or self.global_step in self.snapshot_steps:
       return
     t0 = now()
-    checkpoints.save_checkpoint(
-        os.path.join(self.log_dir, PARAMS_DIR), self.global_step, {"params": params},
-        {"global_step": self.global_step, "submission_time": self.submission_time},
-        keep=None,
-    )
+    self.snapshots.save(self.global_step, params, model_state, self.submission_time)
+    self.snapshot_steps.add(self.global_step)
     self.logging_time += now() - t0
+
+  def prune_snapshots(self) -> None:
+    """Drop the snapshots the post-hoc grid no longer needs (after an eval)."""
+    if self.snapshots is not None:
+      t0 = now()
+      self.snapshots.prune([s for s, _ in self.eval_results], self.global_step)
+      self.logging_time += now() - t0
 
   def restore(self, template: dict[str, Any]) -> dict[str, Any] | None:
     """Load the latest checkpoint into this trial; returns its state or None."""
