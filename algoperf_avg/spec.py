@@ -355,8 +355,15 @@ class Workload(abc.ABC):
       *,
       shard_index: int = 0,
       num_shards: int = 1,
+      start: Any = None,
   ) -> Iterator[Batch]:
-    """Shuffled training batches of ``batch_size`` (this shard's part), forever."""
+    """Shuffled training batches of ``batch_size`` (this shard's part), forever.
+
+    A stream that can resume returns a `kit.data.Resumable` (or any iterator
+    with ``checkpoint(directory) -> state``) and continues from ``start``, a
+    state it returned before, in O(1); otherwise ``start`` is None and the
+    runner replays the batches taken.
+    """
 
   @abc.abstractmethod
   def eval_batches(

@@ -336,3 +336,19 @@ def test_small_train_queue_is_seeded_and_repeats():
   assert len(list(repeated)) == 7  # validation is 2-3 batches; it cycles
   with pytest.raises(spec.UsageError, match="unknown eval split"):
     next(workload.build_input_queue(jax.random.key(0), "dev", None, 64))
+
+
+def test_tfds_train_stream_resumes_from_its_checkpoint(tfds_data, tmp_path):
+  data_dir, _ = tfds_data
+  workload = OgbgWorkload("full")
+  rng = jax.random.key(4)
+  unbroken = workload.train_batches(rng, data_dir, 4)
+  for _ in range(11):  # into the second epoch, with a graph read ahead
+    next(unbroken)
+  state = unbroken.checkpoint(str(tmp_path / "input"))
+  assert state["pending"]  # the read-ahead graph travels with the state
+  expected = [next(unbroken) for _ in range(4)]
+  resumed = workload.train_batches(rng, data_dir, 4, start=state)
+  for want in expected:
+    for a, b in zip(jax.tree.leaves(next(resumed)), jax.tree.leaves(want), strict=True):
+      np.testing.assert_array_equal(a, b)

@@ -172,7 +172,7 @@ def test_log_layout_and_columns(tmp_path):
                                       flags={"workload": "toy"}))
   files = sorted(os.listdir(trial))
   assert files == ["checkpoints", "eval_measurements.csv", "flags_0.json", "hparams.json",
-                   "meta_data_0.json", "status.json"]
+                   "input_state", "meta_data_0.json", "status.json"]
   with open(os.path.join(trial, "eval_measurements.csv")) as f:
     header = next(csv.reader(f))
   assert header[:7] == ["global_step", "preemption_count", "score",

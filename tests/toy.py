@@ -62,11 +62,16 @@ class ToyWorkload(spec.Workload):
     return {"inputs": x[sel], "targets": y[sel], "weights": np.ones(len(sel), np.float32)}
 
   def train_batches(self, data_rng, data_dir, batch_size, *, shard_index=0,
-                    num_shards=1):
+                    num_shards=1, start=None):
     x, y = self._split("train", self.num_train_examples)
     seed = data.seed_from_rng(jax.random.fold_in(data_rng, shard_index))
-    for sel in data.index_batches(len(y), batch_size, seed):
-      yield self._example_batch(x, y, sel)
+
+    def make(position):
+      first = position or 0  # batches taken
+      for k, sel in enumerate(data.index_batches(len(y), batch_size, seed, first), first):
+        yield self._example_batch(x, y, sel), k + 1
+
+    return data.Resumable(make, start)
 
   def eval_batches(self, split, data_dir, batch_size, *, shard_index=0, num_shards=1):
     n = {"eval_train": self.num_eval_train_examples,

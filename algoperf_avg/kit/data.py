@@ -17,6 +17,7 @@ short: the evaluation engine pads them (`algoperf_avg.evaluation.engine`).
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -83,6 +84,62 @@ def index_batches(num_examples: int, batch_size: int, seed: int,
         epoch, offset = epoch + 1, 0
         order = _permutation(num_examples, seed, epoch)
     yield np.concatenate(parts)
+
+
+class Resumable:
+  """A training stream that knows where it is and restarts there in O(1).
+
+  ``make(start)`` returns an iterator of ``(batch, position)`` pairs, the
+  stream after position ``start`` (None: from the beginning); a position is
+  JSON (an example offset, an epoch and a count, ...). A workload returns
+  ``Resumable(make, start)`` from ``train_batches(..., start=...)``; the runner
+  stores `checkpoint`'s value with each checkpoint and passes it back as
+  ``start`` on resume, so a restart at batch k reads nothing before it.
+  """
+
+  def __init__(self, make: Callable[[Any], Iterator[tuple[Any, Any]]], start: Any = None):
+    self._iterator = make(start)
+    self.position = start
+
+  def __iter__(self) -> Resumable:
+    return self
+
+  def __next__(self) -> Any:
+    batch, self.position = next(self._iterator)
+    return batch
+
+  def checkpoint(self, directory: str) -> Any:
+    """The JSON state to resume from (``directory`` is for streams with big state)."""
+    del directory
+    return self.position
+
+
+class TfCheckpointed:
+  """Numpy elements of a `tf.data` pipeline whose iterator state can be saved.
+
+  `save` writes TensorFlow's own iterator checkpoint (shuffle buffers and file
+  positions included), so a pipeline restored from it continues exactly where
+  it stopped, without reading what came before.
+  """
+
+  def __init__(self, dataset: Any, restore_from: str | None = None):
+    import tensorflow as tf
+
+    self._tf = tf
+    self._iterator = iter(dataset)
+    if restore_from:
+      tf.train.Checkpoint(iterator=self._iterator).read(restore_from).expect_partial()
+
+  def __iter__(self) -> TfCheckpointed:
+    return self
+
+  def __next__(self) -> Any:
+    return self._tf.nest.map_structure(lambda t: t.numpy(), next(self._iterator))
+
+  def save(self, path: str) -> str:
+    """Write the iterator state under ``path`` (a file prefix); returns the prefix."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    return self._tf.train.Checkpoint(iterator=self._iterator).write(path)
 
 
 def repeat_passes(make_pass: Callable[[int], Iterator[Any]]) -> Iterator[Any]:

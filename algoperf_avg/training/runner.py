@@ -228,16 +228,20 @@ def _train_loop(trial: trial_lib.Trial) -> TrialResult:
   trial.write_start_files()
   if trial.global_step == 0:
     trial.snapshot(params, model_state)  # step 0: where EMA (and post-hoc EMA) starts
-  # Each process reads its own part of the global batch.
+  # Each process reads its own part of the global batch. A resumed run
+  # continues from the stream's saved state (O(1)), or replays what it took.
+  resume_from = trial.input_state if trial.global_step else None
   host_batches = workload.train_batches(
       data_rng, data_dir, trial.batch_size // jax.process_count(),
-      shard_index=jax.process_index(), num_shards=jax.process_count(),
+      shard_index=jax.process_index(), num_shards=jax.process_count(), start=resume_from,
   )
-  for _ in range(trial.batches_taken):  # resume: the data position, on the host
-    next(host_batches)
+  if resume_from is None:
+    for _ in range(trial.batches_taken):
+      next(host_batches)
   # Batches are split over the devices; everything else is replicated.
   counter = trial_lib.CountingIterator(
-      sharding.sharded_iterator(host_batches, mesh, workload.batch_pad_values))
+      sharding.sharded_iterator(host_batches, mesh, workload.batch_pad_values),
+      source=host_batches)
   input_queue = counter
   jax.block_until_ready((params, optimizer_state))
 
@@ -315,7 +319,7 @@ def _train_loop(trial: trial_lib.Trial) -> TrialResult:
       counter.taken = 0
       save_start = _now()
       trial.save({"params": params, "model_state": model_state,
-                  "optimizer_state": optimizer_state}, start)
+                  "optimizer_state": optimizer_state}, start, counter.source)
       trial.logging_time += _now() - save_start
       last_eval_end = _now()
       if not _finite(row):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from typing import Any
 
@@ -17,6 +18,7 @@ from algoperf_avg.training import checkpoints, logs, sharding
 
 now = time.perf_counter
 PARAMS_DIR = snapshots.PARAMS_DIR  # <log_dir>/params/<step>: post-hoc snapshots
+INPUT_DIR = "input_state"  # <log_dir>/input_state/<step>: big input positions (tf.data)
 
 
 def global_batch_size(workload: spec.Workload, submission: spec.Submission) -> int:
@@ -26,10 +28,15 @@ def global_batch_size(workload: spec.Workload, submission: spec.Submission) -> i
 
 
 class CountingIterator:
-  """Counts the batches taken, so a resumed run can skip exactly those."""
+  """Counts the batches taken, so a resumed run can skip exactly those.
 
-  def __init__(self, iterator):
+  ``source`` is the workload's own training stream, whose ``checkpoint``
+  (when it has one) saves its position with each checkpoint.
+  """
+
+  def __init__(self, iterator, source=None):
     self.iterator = iterator
+    self.source = source
     self.taken = 0
 
   def __iter__(self):
@@ -61,6 +68,7 @@ class Trial:
     self.global_step = 0
     self.preemption_count = 0
     self.batches_taken = 0
+    self.input_state = None  # the training stream's position at the checkpoint
     self.submission_time = 0.0
     self.eval_time = 0.0
     self.logging_time = 0.0
@@ -130,10 +138,19 @@ class Trial:
 
   # ----- checkpoints -----------------------------------------------------------
 
-  def save(self, state: dict[str, Any], start: float) -> None:
+  def save(self, state: dict[str, Any], start: float, stream: Any = None) -> None:
     if not self.checkpoint_dir:
       return
+    has_input_state = hasattr(stream, "checkpoint")
+    if has_input_state:
+      # Each process's own stream, written before the checkpoint that points
+      # to it: a kill in between leaves an unused file, never a checkpoint
+      # without its input state.
+      folder = self._input_dir(self.global_step)
+      logs.write_json(os.path.join(folder, "state.json"),
+                      {"state": stream.checkpoint(folder)})
     checkpoints.save_checkpoint(self.checkpoint_dir, self.global_step, state, {
+        "has_input_state": has_input_state,
         "global_step": self.global_step,
         "preemption_count": self.preemption_count,
         "batches_taken": self.batches_taken,
@@ -145,6 +162,21 @@ class Trial:
         "eval_rows": self.logger.rows,
         "first_target": self.first_target,
     })
+    if has_input_state:
+      self._drop_stale_input_states()
+
+  def _input_dir(self, step: int) -> str:
+    import jax
+
+    return os.path.join(self.log_dir, INPUT_DIR, str(step), f"process_{jax.process_index()}")
+
+  def _drop_stale_input_states(self) -> None:
+    """Input states of checkpoints that orbax has since deleted."""
+    root = os.path.join(self.log_dir, INPUT_DIR)
+    kept = {str(s) for s in checkpoints.list_steps(self.checkpoint_dir)}
+    for name in os.listdir(root):
+      if name not in kept:
+        shutil.rmtree(os.path.join(root, name), ignore_errors=True)
 
   def snapshot(self, params: Any, model_state: Any) -> None:
     """Keep this step's weights and model state for `posthoc` (untimed, logging time)."""
@@ -173,6 +205,9 @@ class Trial:
     self.global_step = int(meta["global_step"])
     self.preemption_count = int(meta["preemption_count"]) + 1
     self.batches_taken = int(meta["batches_taken"])
+    if meta.get("has_input_state"):
+      with open(os.path.join(self._input_dir(self.global_step), "state.json")) as f:
+        self.input_state = json.load(f)["state"]
     self.submission_time = float(meta["submission_time"])
     self.eval_time = float(meta["eval_time"])
     self.logging_time = float(meta["logging_time"])

@@ -22,7 +22,6 @@ variant's generated molecules (`workloads.ogbg.synthetic`).
 
 from __future__ import annotations
 
-import itertools
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -101,36 +100,6 @@ def budget_for(
 def _fits(nodes: int, edges: int, graphs: int, budget: Budget) -> bool:
   # One node and one graph are always left for padding.
   return nodes < budget.nodes and edges <= budget.edges and graphs < budget.graphs
-
-
-def dynamically_batch(
-    graphs: Iterable[Graph], budget: Budget
-) -> Iterator[list[Graph]]:
-  """Groups consecutive graphs greedily into lists that fit ``budget``.
-
-  A group is closed as soon as the next graph does not fit, so groups keep
-  the input order (jraph's ``dynamically_batch``).
-
-  Raises:
-    ValueError: a single graph is larger than the budget.
-  """
-  group: list[Graph] = []
-  nodes = edges = 0
-  for graph in graphs:
-    n, e = graph.nodes.shape[0], graph.senders.shape[0]
-    if not _fits(n, e, 1, budget):
-      raise ValueError(
-          f"a graph with {n} nodes and {e} edges does not fit a batch budget of "
-          f"{budget}; use a larger batch size"
-      )
-    if group and not _fits(nodes + n, edges + e, len(group) + 1, budget):
-      yield group
-      group, nodes, edges = [], 0, 0
-    group.append(graph)
-    nodes += n
-    edges += e
-  if group:
-    yield group
 
 
 def pack_graphs(graphs: Sequence[Graph], budget: Budget) -> Batch:
@@ -230,6 +199,70 @@ def concat_batches(batches: Sequence[Batch]) -> Batch:
   }
 
 
+class GraphBatches:
+  """Padded graph batches of a stream of examples (see `batch_examples`).
+
+  Graphs are grouped greedily in stream order: a device's group is closed as
+  soon as the next graph does not fit its budget (jraph's
+  ``dynamically_batch``), and that graph opens the next group. The iterator
+  counts the examples in the batches it has yielded (``consumed``) and keeps
+  the one it read ahead (``pending``), so a stream can restart right after
+  its last batch.
+  """
+
+  def __init__(self, examples: Iterable[Example], budget: Budget, num_devices: int,
+               shard_index: int = 0, num_shards: int = 1,
+               pending: Sequence[Example] = ()):
+    self._examples = iter(examples)
+    self.pending = list(pending)  # read from the stream, in no batch yet
+    self.budget = budget
+    self.num_devices = num_devices
+    self.shard_index = shard_index
+    self.num_shards = num_shards
+    self.consumed = 0
+
+  def __iter__(self) -> GraphBatches:
+    return self
+
+  def _take(self) -> Example | None:
+    return self.pending.pop(0) if self.pending else next(self._examples, None)
+
+  def _group(self) -> list[Graph]:
+    group: list[Graph] = []
+    nodes = edges = 0
+    while (example := self._take()) is not None:
+      graph = example_to_graph(example)
+      n, e = graph.nodes.shape[0], graph.senders.shape[0]
+      if not _fits(n, e, 1, self.budget):
+        raise ValueError(
+            f"a graph with {n} nodes and {e} edges does not fit a batch budget of "
+            f"{self.budget}; use a larger batch size")
+      if group and not _fits(nodes + n, edges + e, len(group) + 1, self.budget):
+        self.pending.insert(0, example)
+        break
+      group.append(graph)
+      nodes += n
+      edges += e
+    return group
+
+  def __next__(self) -> Batch:
+    per_step = self.num_devices * self.num_shards
+    groups = []
+    while len(groups) < per_step and (group := self._group()):
+      groups.append(group)
+    if not groups:
+      raise StopIteration
+    self.consumed += sum(len(g) for g in groups)
+    device_batches = [pack_graphs(g, self.budget) for g in groups]
+    if per_step == 1:
+      return device_batches[0]
+    device_batches += [_padding_only(device_batches[0])] * (per_step - len(device_batches))
+    batch = concat_batches(device_batches)
+    if self.num_shards > 1:  # node indices stay global: this shard's rows of the whole
+      batch = jax.tree.map(lambda x: np.split(x, self.num_shards)[self.shard_index], batch)
+    return batch
+
+
 def batch_examples(
     examples: Iterable[Example],
     batch_size: int,
@@ -239,7 +272,8 @@ def batch_examples(
     num_devices: int | None = None,
     shard_index: int = 0,
     num_shards: int = 1,
-) -> Iterator[Batch]:
+    pending: Sequence[Example] = (),
+) -> GraphBatches:
   """Padded batches of about ``batch_size`` graphs from ``examples``.
 
   Args:
@@ -254,26 +288,16 @@ def batch_examples(
       batches, of which this shard keeps its own ``num_devices``, so the
       global batch is the same whatever the number of processes.
     num_shards: the number of processes sharing the global stream.
+    pending: examples read ahead by an earlier stream (a resumed one).
 
-  Yields:
-    Batches whose arrays all have the same shapes; when ``examples`` ends the
-    last batch is padded (and completed with padding-only device batches),
-    so every example appears exactly once.
+  Returns:
+    A `GraphBatches` iterator of batches whose arrays all have the same
+    shapes; when ``examples`` ends the last batch is padded (and completed
+    with padding-only device batches), so every example appears exactly once.
   """
   num_devices = num_devices or jax.local_device_count()
   budget = budget_for(batch_size // num_devices, avg_nodes, avg_edges)
-  groups = dynamically_batch(map(example_to_graph, examples), budget)
-  packed = (pack_graphs(group, budget) for group in groups)
-  per_step = num_devices * num_shards
-  if per_step == 1:
-    yield from packed
-    return
-  while device_batches := list(itertools.islice(packed, per_step)):
-    device_batches += [_padding_only(device_batches[0])] * (per_step - len(device_batches))
-    batch = concat_batches(device_batches)
-    if num_shards > 1:  # node indices stay global: this shard's rows of the whole
-      batch = jax.tree.map(lambda x: np.split(x, num_shards)[shard_index], batch)
-    yield batch
+  return GraphBatches(examples, budget, num_devices, shard_index, num_shards, pending)
 
 
 def offset_nodes(batch: Batch, offset: int) -> Batch:
@@ -290,7 +314,7 @@ def offset_nodes(batch: Batch, offset: int) -> Batch:
                                            receivers=graph.receivers + offset))
 
 
-def tfds_examples(
+def tfds_dataset(
     split: str,
     dataset_dir: str,
     *,
@@ -299,8 +323,8 @@ def tfds_examples(
     repeat: bool = False,
     shard_index: int = 0,
     num_shards: int = 1,
-) -> Iterator[Example]:
-  """Examples of ``ogbg_molpcba:0.1.3`` from a prepared TFDS folder.
+) -> Any:
+  """Examples of ``ogbg_molpcba:0.1.3`` from a prepared TFDS folder (`tf.data`).
 
   Args:
     split: "train", "eval_train" (the train split), "validation" or "test".
@@ -328,7 +352,48 @@ def tfds_examples(
     dataset = dataset.shuffle(SHUFFLE_BUFFER_SIZE, seed=shuffle_seed)
   if repeat:
     dataset = dataset.repeat()
-  return data.tfds_numpy(dataset)
+  return dataset
+
+
+def tfds_examples(split: str, dataset_dir: str, **kwargs: Any) -> Iterator[Example]:
+  """`tfds_dataset` iterated as numpy examples."""
+  return data.tfds_numpy(tfds_dataset(split, dataset_dir, **kwargs))
+
+
+def encode_example(example: Example) -> dict[str, Any]:
+  """An example as JSON (for a read-ahead example kept in a checkpoint)."""
+  return {k: {"dtype": str(np.asarray(v).dtype), "shape": list(np.shape(v)),
+              "values": np.asarray(v).ravel().tolist()} for k, v in example.items()}
+
+
+def decode_example(encoded: Mapping[str, Any]) -> Example:
+  """The inverse of `encode_example` (NaN labels survive as null -> nan)."""
+  return {k: np.asarray([np.nan if x is None else x for x in v["values"]],
+                        v["dtype"]).reshape(v["shape"]) for k, v in encoded.items()}
+
+
+class TfdsTrainStream:
+  """Training batches of the real data that checkpoint their exact position.
+
+  The state is TensorFlow's iterator checkpoint of the shuffled example
+  stream plus the one example read ahead by the batcher, so a resumed run
+  continues with the very next batch, in O(1).
+  """
+
+  def __init__(self, dataset: Any, batcher: Any, start: Mapping[str, Any] | None):
+    self._examples = data.TfCheckpointed(dataset, start["tf"] if start else None)
+    pending = [decode_example(e) for e in start["pending"]] if start else ()
+    self._batches = batcher(self._examples, pending)
+
+  def __iter__(self) -> TfdsTrainStream:
+    return self
+
+  def __next__(self) -> Batch:
+    return next(self._batches)
+
+  def checkpoint(self, directory: str) -> dict[str, Any]:
+    prefix = self._examples.save(os.path.join(directory, "ogbg_train"))
+    return {"tf": prefix, "pending": [encode_example(e) for e in self._batches.pending]}
 
 
 def is_prepared(dataset_dir: str) -> bool:

@@ -86,6 +86,22 @@ SMALL = OgbgConfig(
 )
 
 
+class _WithCheckpoint:
+  """An iterator that checkpoints through the stream it was made from."""
+
+  def __init__(self, iterator: Iterator[Any], source: Any):
+    self._iterator, self._source = iterator, source
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    return next(self._iterator)
+
+  def checkpoint(self, directory: str) -> Any:
+    return self._source.checkpoint(directory)
+
+
 @functools.lru_cache(maxsize=2)
 def small_dataset(config: synthetic.Config = SMALL_DATA) -> synthetic.Dataset:
   """The generated dataset, built once per process (about a second)."""
@@ -189,27 +205,47 @@ class OgbgWorkload(spec.Workload):
       *,
       shard_index: int = 0,
       num_shards: int = 1,
+      start: Any = None,
   ) -> Iterator[spec.Batch]:
-    """Shuffled padded graph batches, across epochs.
+    """Shuffled padded graph batches, across epochs, resumable in O(1).
 
     The real data is shuffled by tfds (files) and a 2**15 buffer, each
-    process reading its even share of the split. The small data follows one
-    global stream (a fresh permutation per epoch) that every process packs,
-    keeping its part of each global batch: the same training run on any
-    number of processes.
+    process reading its even share of the split (its position: TensorFlow's
+    iterator checkpoint). The small data follows one global stream (a fresh
+    permutation per epoch) that every process packs, keeping its part of each
+    global batch: the same training run on any number of processes (its
+    position: the stream offset).
     """
+    def batcher(examples, pending=(), shard=(0, 1)):
+      return input_pipeline.batch_examples(
+          examples, batch_size, avg_nodes=self.config.avg_nodes,
+          avg_edges=self.config.avg_edges, shard_index=shard[0], num_shards=shard[1],
+          pending=pending)
+
     if self.size == "full":
       seed = data.seed_from_rng(jax.random.fold_in(data_rng, shard_index))
-      examples = input_pipeline.tfds_examples(
+      dataset = input_pipeline.tfds_dataset(
           "train", self.dataset_dir(data_dir), shuffle_seed=seed, repeat=True,
           shard_index=shard_index, num_shards=num_shards)
-      return (input_pipeline.offset_nodes(b, shard_index * b["inputs"].nodes.shape[0])
-              for b in self._batches(examples, batch_size))
+      offset = shard_index  # this process's nodes follow the others'
+
+      def global_nodes(stream):
+        for b in stream:
+          yield input_pipeline.offset_nodes(b, offset * b["inputs"].nodes.shape[0])
+
+      stream = input_pipeline.TfdsTrainStream(dataset, batcher, start)
+      return _WithCheckpoint(global_nodes(stream), stream)
     molecules = small_dataset().splits["train"]
-    order = data.epoch_order(len(molecules), data.seed_from_rng(data_rng))
-    return input_pipeline.batch_examples(
-        map(molecules.example, order), batch_size, avg_nodes=self.config.avg_nodes,
-        avg_edges=self.config.avg_edges, shard_index=shard_index, num_shards=num_shards)
+    seed = data.seed_from_rng(data_rng)
+
+    def make(position):
+      first = position or 0  # examples of the global stream already batched
+      order = data.epoch_order(len(molecules), seed, start=first)
+      batches = batcher(map(molecules.example, order), shard=(shard_index, num_shards))
+      for batch in batches:
+        yield batch, first + batches.consumed
+
+    return data.Resumable(make, start)
 
   def eval_batches(
       self,
