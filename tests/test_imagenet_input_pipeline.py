@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import tarfile
 from unittest import mock
 
 import numpy as np
@@ -12,6 +11,7 @@ import pytest
 
 from algoperf_avg import spec
 from algoperf_avg.kit import imagenet
+from algoperf_avg.kit import imagenet_synthetic as synthetic
 
 SYNSETS = ("n01440764", "n01443537", "n01484850")  # ImageNet's labels 0, 1, 2
 TRAIN_PER_CLASS = 4
@@ -31,39 +31,24 @@ def _jpeg(colour, height: int, width: int) -> bytes:
   return buffer.getvalue()
 
 
-def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-  info = tarfile.TarInfo(name)
-  info.size = len(data)
-  tar.addfile(info, io.BytesIO(data))
-
-
 def _validation_labels(count: int) -> list[int]:
-  """ImageNet's labels of the first validation images, from TFDS's own list."""
-  from tensorflow_datasets.datasets.imagenet2012 import imagenet_common
+  """ImageNet's labels of the first validation images, from TFDS's own lists."""
+  import tensorflow_datasets as tfds
 
-  names = open(imagenet_common.label_names_file()).read().split()
-  with open(os.fspath(imagenet_common.tfds.core.tfds_path(
-      imagenet_common._VALIDATION_LABELS_FNAME))) as f:
-    synsets = f.read().split()[:count]
+  folder = tfds.core.tfds_path("datasets/imagenet2012")
+  names = (folder / "labels.txt").read_text().split()
+  synsets = (folder / "validation_labels.txt").read_text().split()[:count]
   return [names.index(s) for s in synsets]
 
 
 def write_manual_dir(path: str) -> dict[str, list[int]]:
-  """ILSVRC2012_img_{train,val}.tar as image-net.org ships them, tiny."""
-  os.makedirs(path, exist_ok=True)
-  with tarfile.open(os.path.join(path, "ILSVRC2012_img_train.tar"), "w") as train:
-    for label, synset in enumerate(SYNSETS):
-      inner = io.BytesIO()
-      with tarfile.open(fileobj=inner, mode="w") as class_tar:
-        for i in range(TRAIN_PER_CLASS):
-          _add(class_tar, f"{synset}_{i + 1}.JPEG",
-               _jpeg(COLOURS[label], 40 + 8 * i, 64 - 6 * i))
-      _add(train, f"{synset}.tar", inner.getvalue())
+  """Tiny ILSVRC2012 train and val archives; returns the labels per split."""
+  train = {synset: [_jpeg(COLOURS[label], 40 + 8 * i, 64 - 6 * i)
+                    for i in range(TRAIN_PER_CLASS)]
+           for label, synset in enumerate(SYNSETS)}
   labels = _validation_labels(NUM_VALIDATION)
-  with tarfile.open(os.path.join(path, "ILSVRC2012_img_val.tar"), "w") as val:
-    for i, label in enumerate(labels):
-      _add(val, f"ILSVRC2012_val_{i + 1:08d}.JPEG",
-           _jpeg(COLOURS.get(label % 3), 50, 70))
+  synthetic.write_ilsvrc_archives(
+      path, train, [_jpeg(COLOURS[label % 3], 50, 70) for label in labels])
   return {"train": [label for label in range(3) for _ in range(TRAIN_PER_CLASS)],
           "validation": labels}
 

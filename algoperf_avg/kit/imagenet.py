@@ -105,10 +105,10 @@ VIT_PREPROCESSING = Preprocessing(randaugment=True, mixup_alpha=0.2)
 def how_to_prepare(workload: str = "imagenet") -> str:
   """The sentence that every "data not prepared" error ends with."""
   return (
-      f"prepare it once with: algoperf-avg setup-data {workload} "
-      f"--manual_dir=DIR_WITH_{'_AND_'.join(MANUAL_FILES)} (builds "
-      f"<data_dir>/{DATA_FOLDER}; ImageNet-v2 for the test split goes to "
-      f"<data_dir>/{V2_DATA_FOLDER}, downloaded by the same command)"
+      f"prepare it once with: algoperf-avg setup-data {workload} --manual_dir=DIR, "
+      f"DIR holding {' and '.join(MANUAL_FILES)} from image-net.org; it builds "
+      f"<data_root>/{DATA_FOLDER} and downloads ImageNet-v2 (the test split) to "
+      f"<data_root>/{V2_DATA_FOLDER}"
   )
 
 
@@ -116,7 +116,10 @@ def _tfds():
   import tensorflow as tf  # Lazy: importing this module must stay cheap.
   import tensorflow_datasets as tfds
 
-  tf.config.set_visible_devices([], "GPU")  # keep accelerators for JAX
+  try:
+    tf.config.set_visible_devices([], "GPU")  # keep accelerators for JAX
+  except RuntimeError:  # TensorFlow already initialised its devices
+    pass
   return tf, tfds
 
 

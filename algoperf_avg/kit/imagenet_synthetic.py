@@ -9,7 +9,8 @@ rotation are random. Clutter: a two-colour gradient background with pixel
 noise and up to two smaller solid shapes of random kind and colour. Then 10%
 of the labels are replaced by uniformly drawn ones, so no model exceeds about
 91% accuracy and the validation curve is noisy. The test split plays
-ImageNet-v2: the same classes with one more distractor, so it is harder.
+ImageNet-v2: the same classes with two more distractors and objects 20%
+smaller, so it is harder.
 
 Images are stored as JPEG bytes in a TFDS dataset with ImageNet's features
 (``image``, ``label``, ``file_name``), so they are read, cropped, augmented
@@ -25,7 +26,8 @@ import dataclasses
 import hashlib
 import io
 import os
-from collections.abc import Iterator
+import tarfile
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -49,7 +51,8 @@ class SyntheticConfig:
   label_noise: float = 0.1
   class_colour_rate: float = 0.5
   max_distractors: int = 2
-  test_extra_distractors: int = 1
+  test_extra_distractors: int = 2
+  test_object_scale: float = 0.8
   jpeg_quality: int = 90
   seed: int = 0
 
@@ -95,8 +98,12 @@ def _rgb(hue: float, rng: np.random.Generator) -> np.ndarray:
 
 
 def render(label: int, height: int, width: int, num_distractors: int,
-           config: SyntheticConfig, rng: np.random.Generator) -> np.ndarray:
-  """One ``(height, width, 3)`` uint8 image of class ``label`` (before label noise)."""
+           config: SyntheticConfig, rng: np.random.Generator,
+           object_scale: float = 1.0) -> np.ndarray:
+  """One ``(height, width, 3)`` uint8 image of class ``label`` (before label noise).
+
+  The object's radius is ``object_scale`` times 22-34% of the shorter side.
+  """
   yy, xx = np.mgrid[:height, :width].astype(np.float32)
   side = min(height, width)
   # Background: a gradient between two random colours, plus pixel noise.
@@ -130,7 +137,7 @@ def render(label: int, height: int, width: int, num_distractors: int,
     hue += rng.normal(0, 0.03)
   else:
     hue = rng.uniform()
-  paint(SHAPES[shape], rng.uniform(0.22, 0.34) * side, _rgb(hue, rng),
+  paint(SHAPES[shape], object_scale * rng.uniform(0.22, 0.34) * side, _rgb(hue, rng),
         striped=TEXTURES[texture] == "striped")
   image += rng.normal(0, 10, image.shape)
   return np.clip(image, 0, 255).astype(np.uint8)
@@ -153,11 +160,12 @@ def examples(config: SyntheticConfig, split: str) -> Iterator[tuple[str, dict[st
   noisy = rng.uniform(size=size) < config.label_noise
   labels = np.where(noisy, rng.integers(0, config.num_classes, size), true_labels)
   extra = config.test_extra_distractors if split == "test" else 0
+  scale = config.test_object_scale if split == "test" else 1.0
   for index in range(size):
     height, width = rng.integers(config.min_side, config.max_side + 1, 2)
     distractors = int(rng.integers(0, config.max_distractors + 1)) + extra
     image = render(int(true_labels[index]), int(height), int(width), distractors,
-                   config, rng)
+                   config, rng, scale)
     name = f"{split}_{index:06d}.JPEG"
     yield name, {"image": _encode_jpeg(image, config.jpeg_quality),
                  "label": int(labels[index]), "file_name": name}
@@ -221,3 +229,40 @@ def prepare(data_dir: str | os.PathLike, config: SyntheticConfig = SyntheticConf
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
         compute_stats=tfds.download.ComputeStatsMode.SKIP))
   return imagenet.open_directory(path)
+
+
+def _add_to_tar(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+  info = tarfile.TarInfo(name)
+  info.size = len(data)
+  tar.addfile(info, io.BytesIO(data))
+
+
+def write_ilsvrc_archives(
+    manual_dir: str | os.PathLike,
+    train: Mapping[str, Sequence[bytes]],
+    validation: Sequence[bytes],
+) -> None:
+  """ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar, laid out as image-net.org's.
+
+  For tests and benchmarks of the real TFDS ``imagenet2012`` builder (the
+  reader then runs exactly as on the real archives).
+
+  Args:
+    manual_dir: folder to write the two archives to.
+    train: JPEG bytes per synset (e.g. ``"n01440764"``); each synset becomes
+      a ``<synset>.tar`` of ``<synset>_<k>.JPEG`` inside the train archive.
+    validation: JPEG bytes of ``ILSVRC2012_val_00000001.JPEG``, ... . TFDS
+      labels them with the first entries of its own validation label list
+      (the real archive's labels, in file-name order).
+  """
+  os.makedirs(manual_dir, exist_ok=True)
+  with tarfile.open(os.path.join(manual_dir, "ILSVRC2012_img_train.tar"), "w") as outer:
+    for synset, images in train.items():
+      inner = io.BytesIO()
+      with tarfile.open(fileobj=inner, mode="w") as class_tar:
+        for k, jpeg in enumerate(images):
+          _add_to_tar(class_tar, f"{synset}_{k + 1}.JPEG", jpeg)
+      _add_to_tar(outer, f"{synset}.tar", inner.getvalue())
+  with tarfile.open(os.path.join(manual_dir, "ILSVRC2012_img_val.tar"), "w") as val:
+    for k, jpeg in enumerate(validation):
+      _add_to_tar(val, f"ILSVRC2012_val_{k + 1:08d}.JPEG", jpeg)
