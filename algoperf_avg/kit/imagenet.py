@@ -112,7 +112,8 @@ def how_to_prepare(workload: str = "imagenet") -> str:
   )
 
 
-def _tfds():
+def tensorflow_modules() -> tuple[Any, Any]:
+  """``(tensorflow, tensorflow_datasets)``, imported now, with TF kept off GPUs."""
   import tensorflow as tf  # Lazy: importing this module must stay cheap.
   import tensorflow_datasets as tfds
 
@@ -132,7 +133,7 @@ def open_builder(data_dir: str | os.PathLike | None, name: str = TFDS_NAME) -> A
   if not data_dir:
     raise spec.UsageError(f"ImageNet reads the TFDS dataset {name}; pass its data "
                           f"dir; {how_to_prepare()}")
-  _, tfds = _tfds()
+  _, tfds = tensorflow_modules()
   if not os.path.isdir(data_dir):
     raise spec.UsageError(f"no folder {str(data_dir)!r} for {name}; {how_to_prepare()}")
   builder = tfds.builder(name, data_dir=os.fspath(data_dir))
@@ -144,7 +145,7 @@ def open_builder(data_dir: str | os.PathLike | None, name: str = TFDS_NAME) -> A
 
 def open_directory(dataset_dir: str | os.PathLike) -> Any:
   """A read-only builder for a prepared TFDS dataset folder (``.../name/config/version``)."""
-  _, tfds = _tfds()
+  _, tfds = tensorflow_modules()
   return tfds.builder_from_directory(os.fspath(dataset_dir))
 
 
@@ -175,7 +176,7 @@ def setup_data(data_dir: str | os.PathLike, manual_dir: str | os.PathLike) -> No
   if missing:
     raise spec.UsageError(f"the manual dir {str(manual_dir)!r} lacks {missing}; "
                           "download them from https://image-net.org/download-images")
-  _, tfds = _tfds()
+  _, tfds = tensorflow_modules()
   os.makedirs(data_dir, exist_ok=True)
   builder = tfds.builder(TFDS_NAME, data_dir=os.fspath(data_dir))
   builder.download_and_prepare(
@@ -184,7 +185,7 @@ def setup_data(data_dir: str | os.PathLike, manual_dir: str | os.PathLike) -> No
 
 def setup_imagenet_v2(data_dir: str | os.PathLike) -> None:
   """Downloads and prepares ImageNet-v2 matched-frequency (1.2 GB) in ``data_dir``."""
-  _, tfds = _tfds()
+  _, tfds = tensorflow_modules()
   os.makedirs(data_dir, exist_ok=True)
   tfds.builder(V2_TFDS_NAME, data_dir=os.fspath(data_dir)).download_and_prepare()
 
@@ -211,7 +212,7 @@ def raw_split(
     num_examples: read only the first ``num_examples`` of the (part of the)
       split; None: all.
   """
-  _, tfds = _tfds()
+  _, tfds = tensorflow_modules()
   if split not in builder.info.splits:
     raise spec.UsageError(f"{builder.info.full_name} has no split {split!r} "
                           f"(has {sorted(builder.info.splits)})")
@@ -227,7 +228,7 @@ def raw_split(
 
 
 def _finish(dataset: Any) -> Any:
-  tf, _ = _tfds()
+  tf, _ = tensorflow_modules()
   options = tf.data.Options()
   options.deterministic = True  # the same seed gives the same stream
   return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
@@ -244,7 +245,7 @@ def train_dataset(
   mixup) with one from ``(seed, k)``, so ``start_batch=k`` resumes the same
   stream at batch ``k`` (skipped examples are read but not decoded).
   """
-  tf, _ = _tfds()
+  tf, _ = tensorflow_modules()
   from algoperf_avg.kit import imagenet_preprocess as preprocess
 
   example_seed = tf.constant([seed, 1], tf.int64)
@@ -280,7 +281,7 @@ def train_dataset(
 
 def eval_dataset(raw: Any, batch_size: int, config: Preprocessing) -> Any:
   """Centre-cropped batches of `raw_split` examples, in order; the last may be short."""
-  tf, _ = _tfds()
+  tf, _ = tensorflow_modules()
   from algoperf_avg.kit import imagenet_preprocess as preprocess
 
   def view(example):
@@ -296,7 +297,7 @@ def eval_dataset(raw: Any, batch_size: int, config: Preprocessing) -> Any:
 
 def numpy_batches(dataset: Any) -> Iterator[dict[str, Any]]:
   """Iterates a batched `tf.data.Dataset` as dicts of numpy arrays."""
-  _, tfds = _tfds()
+  _, tfds = tensorflow_modules()
   return iter(tfds.as_numpy(dataset))
 
 

@@ -220,7 +220,7 @@ def prepare(data_dir: str | os.PathLike, config: SyntheticConfig = SyntheticConf
   """
   from algoperf_avg.kit import imagenet
 
-  imagenet._tfds()  # keeps TensorFlow off the accelerators
+  imagenet.tensorflow_modules()  # keeps TensorFlow off the accelerators
   import tensorflow_datasets as tfds
 
   path = dataset_dir(data_dir, config)
