@@ -44,6 +44,8 @@ def _cases():
       marks = ()
       if size == "full" and name not in workload_data.FULL_SIZE:
         marks = pytest.mark.skip(reason=f"no tiny {name} dataset in tests/workload_data.py")
+      elif size == "full" and workload_data.FULL_SIZE[name].slow:
+        marks = pytest.mark.slow
       cases.append(pytest.param(name, size, id=f"{name}-{size}", marks=marks))
   return cases
 
@@ -203,7 +205,7 @@ def _run_devices(cases, devices):
 def test_one_and_two_devices_evaluate_alike(data_roots):
   cases = []
   for param in CASES:
-    if param.marks:
+    if param.marks:  # skipped, or slow: checked by their own parametrized tests
       continue
     name, size = param.values
     full = workload_data.FULL_SIZE.get(name) if size == "full" else None

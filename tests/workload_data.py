@@ -73,6 +73,7 @@ class FullSize:
   write: Callable[[str], Any]  # writes root/<dataset>
   options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   batch_size: int | None = None  # training batch (None: the workload's)
+  slow: bool = False  # over a minute for the contract checks: run with -m slow
 
 
 FULL_SIZE: dict[str, FullSize] = {

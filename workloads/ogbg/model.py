@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from algoperf_avg.kit.layers import Dropout
+
 DROPOUT_RATE = 0.1
 
 
@@ -41,26 +43,6 @@ class GraphsTuple(NamedTuple):
   globals: Any
   n_node: Any
   n_edge: Any
-
-
-class Dropout(nn.Module):
-  """Inverted dropout whose ``rate`` is an argument and may be traced.
-
-  `flax.linen.Dropout` branches on ``rate == 0`` in Python; like AlgoPerf's
-  ``jax_utils.Dropout`` this one does not, so a rate passed as an array does
-  not force a recompile (a Python ``0`` still skips the mask). As a submodule
-  named ``Dropout_i`` it draws the same masks as AlgoPerf's model.
-  """
-
-  @nn.compact
-  def __call__(
-      self, x: jax.Array, rate: float | jax.Array, deterministic: bool
-  ) -> jax.Array:
-    if deterministic or (isinstance(rate, (int, float)) and rate == 0):
-      return x
-    keep_prob = 1.0 - rate
-    mask = jax.random.bernoulli(self.make_rng("dropout"), keep_prob, x.shape)
-    return jnp.where(mask, x / keep_prob, jnp.zeros_like(x))
 
 
 class GNN(nn.Module):
