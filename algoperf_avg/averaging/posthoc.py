@@ -30,7 +30,6 @@ one per step that some LAWA point still averages, shared between the points.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import json
 import os
@@ -41,126 +40,12 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from algoperf_avg import spec
-from algoperf_avg.averaging import snapshots
+from algoperf_avg.averaging import grid_averages, snapshots
 from algoperf_avg.averaging.snapshots import GridPoint
 from algoperf_avg.evaluation import batch_norm
 from algoperf_avg.training import checkpoints, logs, sharding
-
-
-def _accumulator_dtype(dtype: Any) -> Any:
-  return jnp.promote_types(dtype, jnp.float32)
-
-
-@jax.jit
-def _add(total: Any, weights: Any) -> Any:
-  return jax.tree.map(lambda t, w: t + w.astype(t.dtype), total, weights)
-
-
-@jax.jit
-def _mean(total: Any, count: jax.Array, like: Any) -> Any:
-  return jax.tree.map(lambda t, p: (t / count).astype(p.dtype), total, like)
-
-
-@jax.jit
-def _kahan_add(total: Any, compensation: Any, weights: Any) -> tuple[Any, Any]:
-  # As averaging.swa: y = w - c; t' = t + y; c' = (t' - t) - y.
-  def one(t, c, w):
-    y = w.astype(t.dtype) - c
-    new = t + y
-    return new, (new - t) - y
-
-  pairs = jax.tree.map(one, total, compensation, weights)
-  outer = jax.tree.structure(total)
-  return jax.tree.transpose(outer, jax.tree.structure((0, 0)), pairs)
-
-
-@jax.jit
-def _kahan_mean(total: Any, compensation: Any, count: jax.Array, like: Any) -> Any:
-  return jax.tree.map(lambda t, c, p: ((t - c) / count).astype(p.dtype),
-                      total, compensation, like)
-
-
-@jax.jit
-def _ema_update(average: Any, weights: Any, decay: jax.Array) -> Any:
-  weights = jax.tree.map(lambda w, a: w.astype(a.dtype), weights, average)
-  return optax.tree.update_moment(weights, average, decay, order=1)
-
-
-def _float_copy(params: Any) -> Any:
-  return jax.tree.map(
-      lambda p: jnp.array(p, dtype=_accumulator_dtype(p.dtype), copy=True), params)
-
-
-class _Lawa:
-  """A LAWA point: the steps of its last ``window`` records (weights are shared)."""
-
-  def __init__(self, point: GridPoint):
-    self.point = point
-    self.steps: collections.deque[int] = collections.deque(maxlen=point.window)
-
-  def record(self, step: int, weights: Any) -> None:
-    del weights  # kept once for all points, in the sweep's store
-    self.steps.append(step)
-
-  def value(self, store: dict[int, Any], current: Any) -> Any:
-    if not self.steps:
-      return current
-    total = jax.tree.map(lambda p: jnp.zeros(p.shape, _accumulator_dtype(p.dtype)), current)
-    for step in self.steps:
-      total = _add(total, store[step])
-    return _mean(total, jnp.asarray(len(self.steps), jnp.int32), current)
-
-
-class _Ema:
-  """An EMA point: its float32 average, started at the step-0 weights."""
-
-  def __init__(self, point: GridPoint, init_params: Any):
-    self.point = point
-    self.steps: Sequence[int] = ()  # needs no stored weights
-    self.records = 0
-    self.average = _float_copy(init_params)
-
-  def record(self, step: int, weights: Any) -> None:
-    del step
-    self.average = _ema_update(self.average, weights,
-                               jnp.asarray(self.point.decay, jnp.float32))
-    self.records += 1
-
-  def value(self, store: dict[int, Any], current: Any) -> Any:
-    del store
-    if not self.records:
-      return current
-    return jax.tree.map(lambda a, p: a.astype(p.dtype), self.average, current)
-
-
-class _Swa:
-  """An SWA point: a Kahan-compensated float32 sum of every record."""
-
-  def __init__(self, point: GridPoint, init_params: Any):
-    self.point = point
-    self.steps: Sequence[int] = ()
-    self.records = 0
-    zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, _accumulator_dtype(p.dtype)),
-                         init_params)
-    self.total, self.compensation = zeros, jax.tree.map(jnp.zeros_like, zeros)
-
-  def record(self, step: int, weights: Any) -> None:
-    del step
-    self.total, self.compensation = _kahan_add(self.total, self.compensation, weights)
-    self.records += 1
-
-  def value(self, store: dict[int, Any], current: Any) -> Any:
-    del store
-    if not self.records:
-      return current
-    return _kahan_mean(self.total, self.compensation,
-                       jnp.asarray(self.records, jnp.float32), current)
-
-
-_AVERAGES = {"lawa": lambda p, init: _Lawa(p), "ema": _Ema, "swa": _Swa}
 
 
 @dataclasses.dataclass
@@ -310,55 +195,17 @@ def _eval_rng(seed: int, step: int) -> jax.Array:
   return jax.random.split(step_rng, 4)[3]
 
 
-class _Output:
-  """One grid point's trial folder."""
-
-  def __init__(self, out_dir: str, point: GridPoint, source: _Source,
-               workload: spec.Workload):
-    submission = source.meta.get("submission", "run")
-    self.name = f"{submission}_{point.label}"
-    self.log_dir = logs.trial_dir(os.path.join(out_dir, self.name), source.study,
-                                  workload.workload_id, source.trial)
-    self.logger = logs.MetricsLogger(self.log_dir)
-    self.eval_time = 0.0
-    self.source = source
-    self.point = point
-    self.step_hint = workload.step_hint
-
-  def start(self, policy: str) -> None:
-    logs.write_json(os.path.join(self.log_dir, "hparams.json"),
-                    self.source.hparams | self.point.hparams(self.step_hint)
-                    | ({"bn_policy": policy} if "bn_policy" in self.source.hparams
-                       or policy != "latest" else {}))
-    logs.write_json(os.path.join(self.log_dir, "meta_data_0.json"), self.source.meta | {
-        "posthoc_of": self.source.log_dir,
-        "posthoc_saved_steps": len(self.source.saved),
-        "posthoc_name": self.name,
-    })
-    self.status("running")
-
-  def status(self, status: str, message: str = "") -> None:
-    step = self.logger.rows[-1]["global_step"] if self.logger.rows else 0
-    logs.write_json(os.path.join(self.log_dir, "status.json"), {
-        "status": status, "message": message, "global_step": step, "preemption_count": 0})
-
-  def append(self, step: int, submission_time: float, metrics: dict[str, float],
-             eval_seconds: float) -> None:
-    self.eval_time += eval_seconds
-    original = self.source.rows.get(step, {})
-    online = {k: v for k, v in original.items() if k.startswith(logs.ONLINE_PREFIX)}
-    if not online:  # the run evaluated its training weights
-      online = {logs.ONLINE_PREFIX + k.split("/", 1)[1]: v for k, v in original.items()
-                if k.startswith("validation/")}
-    self.logger.append({
-        "global_step": step,
-        "preemption_count": original.get("preemption_count", 0),
-        "score": submission_time,
-        "accumulated_submission_time": submission_time,
-        "accumulated_eval_time": self.eval_time,
-        "accumulated_logging_time": 0.0,
-        "total_duration": submission_time + self.eval_time,
-    } | metrics | online)
+def _output(out_dir: str, point: GridPoint, source: _Source, workload: spec.Workload,
+            policy: str) -> grid_averages.GridOutput:
+  """The trial folder of one grid point, named and numbered as the source run."""
+  name = f"{source.meta.get('submission', 'run')}_{point.label}"
+  hparams = source.hparams | point.hparams(workload.step_hint)
+  if "bn_policy" in source.hparams or policy != "latest":
+    hparams["bn_policy"] = policy
+  meta = source.meta | {"posthoc_of": source.log_dir,
+                        "posthoc_saved_steps": len(source.saved), "posthoc_name": name}
+  return grid_averages.GridOutput(out_dir, name, workload.workload_id, source.study,
+                                  source.trial, hparams, meta)
 
 
 def sweep(
@@ -422,10 +269,10 @@ def sweep(
   batch_size = int(source.meta.get("global_batch_size") or workload.default_batch_size)
   mesh = sharding.make_mesh()
   init_params, init_state = _initial_state(workload, source)
-  averages = [_AVERAGES[p.method](p, init_params) for p in grid]
-  outputs = [_Output(out_dir, p, source, workload) for p in grid]
+  averages = [grid_averages.make_average(p, init_params) for p in grid]
+  outputs = [_output(out_dir, p, source, workload, policy) for p in grid]
   for output in outputs:
-    output.start(policy)
+    output.start()
   store: dict[int, Any] = {}  # step -> weights that some LAWA point still averages
   try:
     for step, weights, state, submission_time in _saved(source, init_params, init_state,
@@ -448,7 +295,10 @@ def sweep(
                                      data_dir=data_dir, batch_size=batch_size, mesh=mesh)
         metrics = workload.eval_model(workload.eval_batch_size, params, eval_state, rng,
                                       data_dir, splits=("validation",), metrics="target")
-        output.append(step, submission_time, metrics, time.perf_counter() - t0)
+        original = source.rows.get(step, {})
+        output.append(step, submission_time, metrics, time.perf_counter() - t0,
+                      online=original,
+                      preemption_count=original.get("preemption_count", 0))
   except BaseException as e:
     for output in outputs:
       output.status("failed", f"{type(e).__name__}: {e}")
