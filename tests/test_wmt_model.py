@@ -73,6 +73,17 @@ def test_full_parameter_count_matches_algoperf():
   assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes)) == 133_521_408
 
 
+def test_small_variant_is_the_same_code_with_smaller_widths():
+  shapes = _shapes(model.SMALL)
+  assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes)) == 198_912
+  full = _shapes(model.FULL)
+  for side, block in (("encoder", "encoderblock_1"),
+                      ("decoder", "encoderdecoderblock_1")):
+    assert jax.tree.structure(shapes[side][block]) == jax.tree.structure(
+        full[side][block])
+  assert set(shapes["encoder"]) < set(full["encoder"])
+
+
 def test_full_parameter_tree_has_algoperf_layout():
   shapes = _shapes(model.TransformerConfig())
   assert set(shapes) == {"shared_embedding", "encoder", "decoder"}

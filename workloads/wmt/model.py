@@ -62,6 +62,12 @@ class TransformerConfig:
           f"qkv_dim {self.qkv_dim} is not divisible by num_heads {self.num_heads}")
 
 
+FULL = TransformerConfig()
+# The CPU variant for the generated task (`workloads.wmt.synthetic`): 198,912
+# parameters, a 512-piece vocabulary and pairs of up to 64 tokens.
+SMALL = TransformerConfig(vocab_size=512, emb_dim=64, num_heads=4, num_layers=2,
+                          qkv_dim=64, mlp_dim=128, max_len=64)
+
 # AlgoPerf's initialisers.
 KERNEL_INIT = nn.initializers.xavier_uniform()
 BIAS_INIT = nn.initializers.normal(stddev=1e-6)
