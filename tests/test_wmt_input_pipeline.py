@@ -208,3 +208,17 @@ def test_eval_batches_are_padded_in_stored_order(data):
                                            shard_index=1, num_shards=2))
   assert [metrics.ids_to_text(r, tokenizer) for r in shard[0]["targets"]] == (
       [t for _, t in data["test"][5:]])
+
+
+def test_setup_data_skips_prepared_datasets_and_trains_the_missing_tokenizer(
+    data, tmp_path):
+  synthetic.write_tfds(tmp_path, input_pipeline.TRAIN_DATASET, {"train": data["train"]})
+  synthetic.write_tfds(tmp_path, input_pipeline.EVAL_DATASET,
+                       {"validation": data["validation"], "test": data["test"]})
+  input_pipeline.setup_data(tmp_path, vocab_size=200, max_chars=10**6)  # no download
+  input_pipeline.check_data(tmp_path)
+  # Same corpus, same trainer: the same pieces as the fixture's (the files
+  # differ only in the scratch paths they record).
+  trained = input_pipeline.load_tokenizer(tmp_path)
+  pieces = [trained.id_to_piece(i) for i in range(trained.get_piece_size())]
+  assert pieces == [data["tokenizer"].id_to_piece(i) for i in range(200)]

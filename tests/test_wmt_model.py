@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from workloads.wmt import model
+from workloads.wmt import decode, model
 
 TINY = model.TransformerConfig(vocab_size=64, emb_dim=32, num_heads=4, num_layers=2,
                                qkv_dim=32, mlp_dim=48, max_len=16)
@@ -273,3 +273,27 @@ def test_sinusoidal_table():
   np.testing.assert_allclose(table[5, :3], np.sin(5 * frequencies), rtol=1e-6)
   np.testing.assert_allclose(table[5, 3:], np.cos(5 * frequencies), rtol=1e-6)
   assert np.all(model.sinusoidal_table(4, 7)[:, 6] == 0)
+
+
+@pytest.mark.slow  # about 40 s and 2 GB on 2 CPU cores
+def test_full_model_takes_a_training_step_and_translates_on_cpu():
+  transformer = model.Transformer(model.FULL)
+  params = jax.jit(lambda key: model.init_params(transformer, key, 1, 32))(
+      jax.random.key(0))
+  batch = golden_batch(model.FULL, 2, 32)
+  weights = (batch["targets"] > 0).astype(np.float32)
+
+  def loss(p):
+    logits = transformer.apply({"params": p}, **model.batch_arguments(batch),
+                               train=True, rngs={"dropout": jax.random.key(1)})
+    log_probs = jax.nn.log_softmax(logits)
+    picked = jnp.take_along_axis(log_probs, batch["targets"][..., None], -1)[..., 0]
+    return -(picked * weights).sum() / weights.sum()
+
+  value, grads = jax.jit(jax.value_and_grad(loss))(params)
+  # An untrained model is near uniform over 32k pieces.
+  assert abs(float(value) - np.log(32_000)) < 2.0
+  assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
+  ids = jax.jit(lambda p, x: decode.translate(transformer, p, x, max_decode_len=6))(
+      params, batch["inputs"])
+  assert ids.shape == (2, 5)
