@@ -67,7 +67,7 @@ Pair = tuple[np.ndarray, np.ndarray]
 def how_to_prepare(workload: str = "wmt") -> str:
   """The sentence every "data not prepared" error ends with."""
   return (f"prepare it once with: algoperf-avg setup-data {workload} "
-          "--data_dir DATA_ROOT (it writes DATA_ROOT/" + workload + ")")
+          f"--data_dir DATA_ROOT (it writes DATA_ROOT/{workload})")
 
 
 def check_data(data_dir: str | os.PathLike | None, workload: str = "wmt") -> None:
