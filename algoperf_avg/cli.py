@@ -94,6 +94,12 @@ _POSTHOC_GRID = flags.DEFINE_list(
     "Keep only the snapshots these averages need, e.g. lawa:64:20,ema:8:0.99,swa:1:500 "
     "(METHOD:EVERY:WINDOW|DECAY[:START], swa:EVERY:START).",
 )
+_SWEEP_AVERAGES = flags.DEFINE_list(
+    "sweep_averages", [],
+    "Evaluate these averages of the training weights alongside the run, each logged "
+    "as its own submission beside it, e.g. lawa:1:20,ema:4:0.9 (same form as "
+    "--posthoc_grid).",
+)
 _SNAPSHOT_DTYPE = flags.DEFINE_enum(
     "snapshot_dtype", None, ["float32", "bfloat16"],
     "Float dtype of post-hoc snapshots (default: the params' own).",
@@ -160,7 +166,8 @@ def _prepare_run(submission_ref: str, num_studies: int = 1):
 
   workload = _workload()
   workload.check_data(_DATA_DIR.value)
-  snapshots.parse_grid(_POSTHOC_GRID.value)  # a bad grid is an error before any write
+  for grid in (_POSTHOC_GRID.value, _SWEEP_AVERAGES.value):
+    snapshots.parse_grid(grid)  # a bad grid is an error before any write
   submission = registry.load_submission(submission_ref)
   ruleset = tuning.get_ruleset(_RULESET.value)
   if _SEARCH_SPACE.value:
@@ -210,6 +217,7 @@ def _run_trials(workload, submission, studies, experiment_dir: str, seed: int):
           save_params_every=_SAVE_PARAMS_EVERY.value,
           posthoc_grid=tuple(snapshots.parse_grid(_POSTHOC_GRID.value)),
           snapshot_dtype=_SNAPSHOT_DTYPE.value,
+          sweep_averages=tuple(snapshots.parse_grid(_SWEEP_AVERAGES.value)),
       )
       try:
         result = runner.train_once(

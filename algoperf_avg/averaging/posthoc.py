@@ -33,7 +33,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -84,15 +83,12 @@ def _read_source(log_dir: str) -> _Source:
         f"{params_dir}: no saved weights after step 0; train with "
         "--save_params_every=N or --posthoc_grid=... to sweep averages post hoc")
   info = checkpoints.read_metadata(params_dir, saved[-1])
-  trial = re.fullmatch(r"trial_(\d+)", os.path.basename(os.path.normpath(log_dir)))
-  study_dir = os.path.dirname(os.path.dirname(os.path.normpath(log_dir)))
-  study = re.fullmatch(r"study_(\d+)", os.path.basename(study_dir))
+  study, trial = logs.study_and_trial(log_dir)
   return _Source(
       log_dir=os.path.abspath(log_dir), params_dir=params_dir, meta=meta,
       hparams=hparams, rows={int(r["global_step"]): r for r in rows}, saved=saved,
       items=tuple(info.get("items", ["params"])), dtype=info.get("dtype"),
-      study=int(study.group(1)) if study else 0,
-      trial=int(trial.group(1)) if trial else 1,
+      study=study, trial=trial,
   )
 
 

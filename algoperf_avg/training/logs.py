@@ -49,6 +49,16 @@ def trial_dir(experiment_dir: str, study: int, workload_id: str, trial: int) -> 
   )
 
 
+def study_and_trial(log_dir: str) -> tuple[int, int]:
+  """``(k, i)`` of a ``.../study_<k>/<workload>_jax/trial_<i>`` folder ((0, 1) otherwise)."""
+  import re
+
+  trial = re.fullmatch(r"trial_(\d+)", os.path.basename(os.path.normpath(log_dir)))
+  study_dir = os.path.dirname(os.path.dirname(os.path.normpath(log_dir)))
+  study = re.fullmatch(r"study_(\d+)", os.path.basename(study_dir))
+  return (int(study.group(1)) if study else 0, int(trial.group(1)) if trial else 1)
+
+
 def atomic_write_text(path: str, text: str) -> None:
   """Write ``text`` to ``path`` through a temporary file and a rename."""
   folder = os.path.dirname(os.path.abspath(path))

@@ -31,6 +31,7 @@ import jax
 
 from algoperf_avg import spec
 from algoperf_avg.averaging import snapshots
+from algoperf_avg.averaging import sweep as sweep_lib
 from algoperf_avg.evaluation import batch_norm
 from algoperf_avg.training import logs, sharding
 from algoperf_avg.training import trial as trial_lib
@@ -55,6 +56,10 @@ class RunOptions:
   save_params_every: int | None = None
   posthoc_grid: tuple[Any, ...] = ()  # snapshots.GridPoint
   snapshot_dtype: str | None = None
+  # Averages evaluated alongside the run, each its own submission folder
+  # (averaging.sweep); in sweep_dir (default: beside the experiment folder).
+  sweep_averages: tuple[Any, ...] = ()
+  sweep_dir: str | None = None
   flags: Mapping[str, Any] | None = None  # written to flags_<p>.json
   mesh: Any = None  # jax.sharding.Mesh; None: all devices (sharding.make_mesh)
   progress: Callable[[Progress], None] | None = None
@@ -166,6 +171,24 @@ def _unpack_prepared(prepared: Any, params: Any, model_state: Any):
   return optimizer_state, params, model_state, params, model_state, False
 
 
+def _start_sweep(trial: trial_lib.Trial, params: Any) -> sweep_lib.InRunSweep | None:
+  """The trial's in-run sweep of averages (None without ``sweep_averages``)."""
+  options = trial.options
+  if not options.sweep_averages or not trial.log_dir or not trial.writes_logs:
+    return None
+  if trial.global_step:
+    raise spec.UsageError(
+        f"{trial.log_dir}: a run with --sweep_averages cannot resume (its averages "
+        "lived in memory); start it in a new folder, or keep snapshots and use posthoc")
+  study, index = logs.study_and_trial(trial.log_dir)
+  meta = logs.meta_data(trial.workload, trial.rng_seed, {
+      "submission": trial.submission.name, "global_batch_size": trial.batch_size})
+  return sweep_lib.InRunSweep(
+      trial.workload, options.sweep_averages,
+      options.sweep_dir or sweep_lib.default_dir(trial.log_dir), trial.submission.name,
+      trial.hparams.to_dict(), meta, study, index, params)
+
+
 def _finite(metrics: Mapping[str, float]) -> bool:
   return all(math.isfinite(v) for k, v in metrics.items() if k.endswith("/loss"))
 
@@ -225,6 +248,7 @@ def _train_loop(trial: trial_lib.Trial) -> TrialResult:
   if restored is not None:
     params, model_state = restored["params"], restored["model_state"]
     optimizer_state = restored["optimizer_state"]
+  sweep = _start_sweep(trial, params)
   trial.write_start_files()
   if trial.global_step == 0:
     trial.snapshot(params, model_state)  # step 0: where EMA (and post-hoc EMA) starts
@@ -275,6 +299,8 @@ def _train_loop(trial: trial_lib.Trial) -> TrialResult:
       status, message, done = "diverged", str(e), True
     else:
       trial.global_step += 1
+      if sweep is not None:  # untimed, like evaluation
+        trial.logging_time += sweep.record(trial.global_step, params)
     step_end = _now()
     trial.submission_time += step_end - last_step_end
     if options.max_global_steps and trial.global_step >= options.max_global_steps:
@@ -312,6 +338,13 @@ def _train_loop(trial: trial_lib.Trial) -> TrialResult:
           params, model_state, eval_params, eval_state, averaged, eval_rng, start
       )
       latest_metric = row.get(metric_key)
+      if sweep is not None:
+        trial.eval_time += sweep.evaluate(
+            trial.global_step, trial.submission_time, params, model_state,
+            lambda p, s: eval_stats.state_for(
+                p, s, rng_seed=trial.rng_seed, step=trial.global_step,
+                data_dir=data_dir, batch_size=trial.batch_size, mesh=mesh),
+            eval_rng, data_dir, row, trial.preemption_count)
       if trial.snapshots is not None:
         trial.snapshot(params, model_state)  # eval steps: model state for "latest"
         trial.prune_snapshots()
@@ -337,6 +370,8 @@ def _train_loop(trial: trial_lib.Trial) -> TrialResult:
     # One row marks the divergence, so scorers count the trial as missed.
     trial.logger.append(trial.time_row(_now(), start) | {"diverged": 1})
   trial.write_status(status, message)
+  if sweep is not None:
+    sweep.finish(status, message)
   first = trial.first_target
   return TrialResult(
       log_dir=log_dir,

@@ -31,6 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from algoperf_avg.kit.layers import Dropout
+
 DROPOUT_RATE = 0.1
 
 
@@ -72,26 +74,6 @@ SMALL = TransformerConfig(vocab_size=512, emb_dim=64, num_heads=4, num_layers=2,
 KERNEL_INIT = nn.initializers.xavier_uniform()
 BIAS_INIT = nn.initializers.normal(stddev=1e-6)
 EMBEDDING_INIT = nn.initializers.normal(stddev=1.0)
-
-
-class Dropout(nn.Module):
-  """Inverted dropout whose ``rate`` is an argument and may be traced.
-
-  Unlike `flax.linen.Dropout` it does not branch on ``rate == 0`` in Python,
-  so a rate passed as an array does not force a recompile (a Python ``0``
-  still skips the mask); the masks are those of AlgoPerf's
-  ``jax_utils.Dropout`` for the same module path and key.
-  """
-
-  @nn.compact
-  def __call__(
-      self, x: jax.Array, rate: float | jax.Array, deterministic: bool
-  ) -> jax.Array:
-    if deterministic or (isinstance(rate, (int, float)) and rate == 0):
-      return x
-    keep_prob = 1.0 - rate
-    mask = jax.random.bernoulli(self.make_rng("dropout"), keep_prob, x.shape)
-    return jnp.where(mask, x / keep_prob, jnp.zeros_like(x))
 
 
 def sinusoidal_table(
