@@ -445,6 +445,15 @@ class Workload(abc.ABC):
     Submissions divide ``summed`` by ``n_valid_examples`` to get the mean.
     """
 
+  def param_partition_specs(self) -> Any:
+    """How to lay the params out on the mesh: None (replicated) or a tree of specs.
+
+    A tree like the params of `jax.sharding.PartitionSpec` (or None per
+    leaf) over the data axis ``"batch"``; e.g. Criteo shards its embedding
+    table's rows. Model and optimizer state follow the params' layout.
+    """
+    return None
+
   @property
   def param_shapes(self) -> Any:
     """Pytree of `jax.ShapeDtypeStruct`, computed without allocating."""

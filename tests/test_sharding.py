@@ -103,3 +103,45 @@ def test_short_batch_is_padded_with_zero_weights():
   assert got["shape"] == [32, 8] and got["shards"] == 8
   assert got["weights"] == [1.0] * 30 + [0.0, 0.0]
   np.testing.assert_allclose(got["loss_padded"], got["loss_plain"], rtol=1e-6)
+
+
+BUFFER_CHILD = """
+import json, sys
+import jax, numpy as np
+from algoperf_avg import registry
+from algoperf_avg.averaging import online
+from algoperf_avg.training import runner, sharding
+from tests.toy import ToyWorkload
+workload = ToyWorkload(num_classes=8, dim=16)  # every leaf splits over 8 devices
+sub = registry.load_submission(sys.argv[1])
+hp = runner.resolve_hparams(workload, sub, {"lawa_every": 1, "swa_start_fraction": 0.0})
+mesh = sharding.make_mesh()
+with jax.set_mesh(mesh):
+  params, state = sharding.replicate(workload.init_model_fn(jax.random.key(0)), mesh)
+  opt = sharding.place_state(sub.init_optimizer_state(workload, params, state, hp,
+                                                      jax.random.key(1)), mesh)
+  batches = workload.train_batches(jax.random.key(2), None, 32)
+  for step in range(3):
+    batch = sharding.shard_batch(next(batches), mesh)
+    opt, params, state = sub.update_params(workload, params, None, state, hp, batch,
+                                           None, opt, [], step, jax.random.key(step))
+buffers = [leaf for name in ("LawaState", "EmaWeightsState", "SwaState")
+           for _, s in online.optax.tree.get_all_with_path(opt, name)
+           for leaf in jax.tree.leaves(s)[2:]]
+print(json.dumps({
+    "per_device": sum(b.addressable_shards[0].data.nbytes for b in buffers),
+    "total": sum(b.nbytes for b in buffers),
+    "shards": [len({s.device for s in b.addressable_shards}) for b in buffers],
+}))
+"""
+
+
+@pytest.mark.parametrize("submission", ["nadamw_lawa", "nadamw_ema", "nadamw_swa"])
+def test_averaging_buffers_are_split_over_the_devices(submission):
+  env = dict(os.environ, PYTHONPATH=ROOT, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  out = subprocess.run([sys.executable, "-c", BUFFER_CHILD, submission], capture_output=True,
+                       text=True, env=env, cwd=ROOT, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  got = json.loads(out.stdout.strip().splitlines()[-1])
+  assert got["total"] > 0 and set(got["shards"]) == {8}
+  assert got["per_device"] * 8 == got["total"]  # 1/8 of the replicated layout per device

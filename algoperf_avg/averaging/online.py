@@ -34,6 +34,7 @@ With ``offload=True`` the ring / EMA / SWA buffers live in host memory
 from __future__ import annotations
 
 import functools
+import math
 import warnings
 from typing import Any, NamedTuple
 
@@ -90,16 +91,68 @@ def _host_memory_available() -> bool:
   return False
 
 
+AXIS = "batch"  # the data-parallel mesh axis (training.sharding.AXIS)
+
+
 class _Placement(NamedTuple):
-  """Where buffers are stored: `store` moves a value there, `load` back."""
+  """How buffers are stored: sharded over the data axis, and/or in host memory.
+
+  With an ambient mesh whose data axis has N > 1 devices (the runner trains
+  under ``jax.set_mesh``), every buffer leaf is stored flat, padded to a
+  multiple of N and split over the N devices: each device updates its own
+  slice from its (replicated) copy of the weights, with no communication, and
+  holds 1/N of the buffer; reading the average gathers it once. Without one
+  (a single device, or no mesh), buffers have the params' shapes.
+  """
 
   offload: bool
+  shards: int = 1
 
-  def store(self, x: jax.Array) -> jax.Array:
+  @classmethod
+  def current(cls, offload: bool) -> _Placement:
+    mesh = jax.sharding.get_abstract_mesh()
+    shards = 1 if mesh.empty else dict(mesh.shape).get(AXIS, 1)
+    return cls(offload and _host_memory_available(), shards)
+
+  def pack(self, x: jax.Array) -> jax.Array:
+    """A params-shaped value in the buffers' layout (flat and padded when sharded)."""
+    if self.shards == 1:
+      return x
+    flat = x.reshape(-1)
+    return jnp.pad(flat, (0, (-flat.size) % self.shards))
+
+  def unpack(self, x: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    if self.shards == 1:
+      return x
+    return x[:math.prod(shape)].reshape(shape)
+
+  def packed_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+    if self.shards == 1:
+      return tuple(shape)
+    size = math.prod(shape)
+    return (size + (-size) % self.shards,)
+
+  def shard(self, x: jax.Array, ring: bool = False) -> jax.Array:
+    """Split a buffer over the data axis (a ring along its second axis)."""
+    if self.shards == 1:
+      return x
+    spec = jax.sharding.PartitionSpec(None, AXIS) if ring else jax.sharding.PartitionSpec(AXIS)
+    return jax.lax.with_sharding_constraint(x, spec)
+
+  def store(self, x: jax.Array, ring: bool = False) -> jax.Array:
+    """Place a buffer: its slice on each device (and in host memory if offloaded)."""
+    x = self.shard(x, ring)
     return jax.device_put(x, jax.memory.Space.Host) if self.offload else x
 
   def load(self, x: jax.Array) -> jax.Array:
     return jax.device_put(x, jax.memory.Space.Device) if self.offload else x
+
+
+def _unpack_like(x: jax.Array, like: Any) -> jax.Array:
+  """A buffer leaf back in the shape of its param (any layout)."""
+  if x.shape == like.shape:
+    return x
+  return x[:math.prod(like.shape)].reshape(like.shape)
 
 
 def _accumulator_dtype(dtype: jnp.dtype) -> jnp.dtype:
@@ -184,28 +237,35 @@ def lawa(
   if window < 1:
     raise ValueError(f"window must be >= 1, got {window}")
   _check_schedule(every, start_step)
-  place = _Placement(offload and _host_memory_available())
+  if offload:
+    _host_memory_available()  # warns once, here, where the backend has no host memory
 
   def init_fn(params):
+    place = _Placement.current(offload)
     return LawaState(
         count=jnp.zeros([], jnp.int32),
         records=jnp.zeros([], jnp.int32),
         lawa_ring=jax.tree.map(
-            lambda p: place.store(jnp.zeros((window, *p.shape), p.dtype)), params
+            lambda p: place.store(
+                jnp.zeros((window, *place.packed_shape(p.shape)), p.dtype), ring=True),
+            params,
         ),
         lawa_sum=jax.tree.map(
-            lambda p: jnp.zeros(p.shape, _accumulator_dtype(p.dtype)), params
+            lambda p: place.shard(
+                jnp.zeros(place.packed_shape(p.shape), _accumulator_dtype(p.dtype))),
+            params,
         ),
     )
 
   def update_fn(updates, state, params=None):
     if params is None:
       raise ValueError(_NO_PARAMS.format("lawa"))
+    place = _Placement.current(offload)
     slot = state.records % window
     # Outside the branches: XLA merges this with the train step's own
     # apply_updates, and the branches read the new weights, not the old params
     # (whose buffer the donated step overwrites in place).
-    weights = optax.apply_updates(params, updates)
+    weights = jax.tree.map(place.pack, optax.apply_updates(params, updates))
 
     def new_sum(ring, total, w):
       oldest = place.load(jax.lax.dynamic_index_in_dim(ring, slot, 0, False))
@@ -229,12 +289,12 @@ def lawa(
           ring, total, weights,
       )
       ring = jax.tree.map(
-          lambda r, t, w: jax.lax.dynamic_update_index_in_dim(
+          lambda r, t, w: place.shard(jax.lax.dynamic_update_index_in_dim(
               r, place.store(_after(w, t)), slot, 0
-          ),
+          ), ring=True),
           ring, total, weights,
       )
-      return ring, total
+      return ring, jax.tree.map(place.shard, total)
 
     (ring, total), records = _record_if_due(
         state, every, start_step, record, (state.lawa_ring, state.lawa_sum)
@@ -285,16 +345,19 @@ def ema(
   if not 0.0 <= decay <= 1.0:
     raise ValueError(f"decay must be in [0, 1], got {decay}")
   _check_schedule(every, start_step)
-  place = _Placement(offload and _host_memory_available())
+  if offload:
+    _host_memory_available()
 
   def init_fn(params):
+    place = _Placement.current(offload)
     return EmaWeightsState(
         count=jnp.zeros([], jnp.int32),
         records=jnp.zeros([], jnp.int32),
         ema_weights=jax.tree.map(
             # A real copy, even under jit: a leaf aliasing a params buffer
             # would be donated twice by the train step.
-            lambda p: place.store(jnp.array(p, _accumulator_dtype(p.dtype), copy=True)),
+            lambda p: place.store(
+                place.pack(jnp.array(p, _accumulator_dtype(p.dtype), copy=True))),
             params,
         ),
     )
@@ -302,8 +365,9 @@ def ema(
   def update_fn(updates, state, params=None):
     if params is None:
       raise ValueError(_NO_PARAMS.format("ema"))
-
-    weights = optax.apply_updates(params, updates)  # outside the cond: see lawa
+    place = _Placement.current(offload)
+    # Outside the cond: see lawa.
+    weights = jax.tree.map(place.pack, optax.apply_updates(params, updates))
 
     def record(average):
       as_float = jax.tree.map(lambda w, a: w.astype(a.dtype), weights, average)
@@ -358,19 +422,25 @@ def swa(
     to Average Weights?", ICML 2025.
   """
   _check_schedule(every, start_step)
-  place = _Placement(offload and _host_memory_available())
+  if offload:
+    _host_memory_available()
 
   def init_fn(params):
+    place = _Placement.current(offload)
     return SwaState(
         count=jnp.zeros([], jnp.int32),
         records=jnp.zeros([], jnp.int32),
-        swa_sum=jax.tree.map(lambda p: place.store(jnp.zeros(p.shape, _pair_dtype(p))), params),
+        swa_sum=jax.tree.map(
+            lambda p: place.store(jnp.zeros(place.packed_shape(p.shape), _pair_dtype(p))),
+            params),
     )
 
   def update_fn(updates, state, params=None):
     if params is None:
       raise ValueError(_NO_PARAMS.format("swa"))
-    weights = optax.apply_updates(params, updates)  # outside the cond: see lawa
+    place = _Placement.current(offload)
+    # Outside the cond: see lawa.
+    weights = jax.tree.map(place.pack, optax.apply_updates(params, updates))
 
     def kahan_add(pair, w):
       pair = place.load(pair)
@@ -408,7 +478,8 @@ def _mean(state: Any, params: optax.Params) -> optax.Params:
         lambda pair: (jnp.real(load(pair)) - jnp.imag(load(pair))) / n, state.swa_sum
     )
   return jax.tree.map(
-      lambda m, p: jnp.where(state.records > 0, m.astype(p.dtype), p), mean, params
+      lambda m, p: jnp.where(state.records > 0, _unpack_like(m, p).astype(p.dtype), p),
+      mean, params,
   )
 
 

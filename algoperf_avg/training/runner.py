@@ -222,8 +222,11 @@ def train_once(
     print(snapshot_estimate(workload, options, log_dir), file=sys.stderr)
   trial = trial_lib.Trial(workload, submission, hparams, rng_seed, data_dir, log_dir, options)
   trial.check_same_run()
+  trial.mesh = options.mesh or sharding.make_mesh()
   try:
-    return _train_loop(trial)
+    # Under the mesh: averaging transforms shard their buffers over its data axis.
+    with jax.set_mesh(trial.mesh):
+      return _train_loop(trial)
   except Exception as e:
     # The logs written so far stay valid; status.json says what went wrong.
     trial.write_status("failed", f"{type(e).__name__}: {e}")
@@ -234,11 +237,15 @@ def _train_loop(trial: trial_lib.Trial) -> TrialResult:
   """The loop of `train_once` (see there)."""
   workload, submission, hparams = trial.workload, trial.submission, trial.hparams
   options, data_dir, log_dir = trial.options, trial.data_dir, trial.log_dir
-  mesh = options.mesh or sharding.make_mesh()
+  mesh = trial.mesh
   eval_stats = batch_norm.EvalStatistics.from_hparams(workload, hparams)
   data_rng, opt_rng, model_rng, rng = jax.random.split(jax.random.key(trial.rng_seed), 4)
-  params, model_state = sharding.replicate(workload.init_model_fn(model_rng), mesh)
-  optimizer_state = sharding.replicate(
+  params, model_state = workload.init_model_fn(model_rng)
+  params = sharding.place(params, mesh, workload.param_partition_specs())
+  model_state = sharding.replicate(model_state, mesh)
+  # The optimizer state keeps the shardings it was made with (averaging buffers
+  # split over the data axis); anything else is replicated.
+  optimizer_state = sharding.place_state(
       submission.init_optimizer_state(workload, params, model_state, hparams, opt_rng),
       mesh,
   )

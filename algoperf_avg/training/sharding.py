@@ -90,6 +90,43 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
   return jax.tree.map(put, tree)
 
 
+def place(tree: Any, mesh: Mesh, specs: Any = None) -> Any:
+  """Place ``tree`` on ``mesh`` by ``specs`` (a matching tree of `PartitionSpec`).
+
+  ``specs=None`` replicates every leaf (the default placement of params); a
+  workload may shard a large leaf, e.g. an embedding table's rows over the
+  data axis (``PartitionSpec("batch", None)``).
+  """
+  if specs is None:
+    return replicate(tree, mesh)
+
+  def put(leaf, spec):
+    spec = PartitionSpec() if spec is None else spec
+    return jax.device_put(leaf, NamedSharding(mesh, spec))
+
+  return jax.tree.map(put, tree, specs, is_leaf=lambda x: x is None)
+
+
+def place_state(tree: Any, mesh: Mesh) -> Any:
+  """Keep each leaf's sharding where it is on ``mesh``; replicate the rest.
+
+  Optimizer states are built from placed params, so most leaves already have
+  their intended layout (sharded averaging buffers among them); scalars and
+  host values get replicated.
+  """
+
+  def put(leaf):
+    sharding = getattr(leaf, "sharding", None)
+    if isinstance(sharding, NamedSharding) and sharding.mesh == mesh:
+      return leaf
+    if not hasattr(leaf, "dtype") and not isinstance(leaf, (int, float, np.ndarray)):
+      return leaf  # e.g. a function kept in the state: not an array
+    kind = getattr(sharding, "memory_kind", None)
+    return jax.device_put(leaf, NamedSharding(mesh, PartitionSpec(), memory_kind=kind))
+
+  return jax.tree.map(put, tree)
+
+
 def _split_sharding(path: Any, leaf: Any, mesh: Mesh) -> NamedSharding:
   shape = np.shape(leaf)
   devices = mesh.devices.size

@@ -65,6 +65,7 @@ class Trial:
     self.eval_every_steps = options.eval_every_steps or workload.targets.eval_every_steps
     self.batch_size = global_batch_size(workload, submission)
     self.rng_seed = rng_seed
+    self.mesh = None  # set by the runner
     self.global_step = 0
     self.preemption_count = 0
     self.batches_taken = 0
