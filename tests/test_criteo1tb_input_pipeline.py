@@ -178,7 +178,7 @@ def test_count_lines_counts_a_last_line_without_newline(tmp_path):
 def test_split_assignment(prepared):
   data_dir, days = prepared
   names = {split: [os.path.basename(s.path)
-                   for s in input_pipeline.split_shards(data_dir, split)]
+                   for s in input_pipeline.split_files(data_dir, split)]
            for split in input_pipeline.SPLITS}
   assert names["test"] == [f"day_23_{i:02d}" for i in range(19)]
   assert names["validation"] == [f"day_23_{i:02d}" for i in range(19, 36)]
@@ -199,7 +199,7 @@ def test_unprepared_data_is_a_usage_error(prepared, tmp_path):
   with pytest.raises(spec.UsageError, match="no manifest.json"):
     next(input_pipeline.eval_batches(str(tmp_path), "validation", 8))
   with pytest.raises(spec.UsageError, match="unknown criteo1tb split"):
-    input_pipeline.split_shards(data_dir, "dev")
+    input_pipeline.split_files(data_dir, "dev")
 
   copy = tmp_path / "copy"
   shutil.copytree(data_dir, copy)
@@ -263,7 +263,7 @@ def test_training_reads_whole_files_in_a_seeded_order_per_epoch(prepared):
   assert sorted(first) == _all_train_ids()
   assert first != sorted(first) and second != first
   # Each file is read whole, in order, once per epoch.
-  files = input_pipeline.split_shards(data_dir, "train")
+  files = input_pipeline.split_files(data_dir, "train")
   file_of = {}
   for f in files:
     day, index = prepare.parse_shard_name(os.path.basename(f.path))
@@ -291,12 +291,12 @@ def test_training_resumes_at_any_batch(prepared):
 
 def test_training_processes_read_disjoint_files(prepared):
   data_dir, _ = prepared
-  files = input_pipeline.split_shards(data_dir, "train")
-  mine = [input_pipeline.process_shards(files, i, 3) for i in range(3)]
+  files = input_pipeline.split_files(data_dir, "train")
+  mine = [input_pipeline.process_files(files, i, 3) for i in range(3)]
   assert sorted(sum(mine, []), key=files.index) == files
   lines = [sum(s.num_lines for s in m) for m in mine]
   ids = [set(_train_ids(data_dir, 4, lines[i] // 4, seed=0, shard_index=i,
                         num_shards=3)) for i in range(3)]
   assert not ids[0] & ids[1] and not ids[1] & ids[2] and not ids[0] & ids[2]
   with pytest.raises(spec.UsageError, match="cannot be split"):
-    input_pipeline.process_shards(files, 0, len(files) + 1)
+    input_pipeline.process_files(files, 0, len(files) + 1)

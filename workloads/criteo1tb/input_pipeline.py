@@ -20,9 +20,14 @@ days 0-22 are ``train``; day 23's 5M-line shards 00-18 are ``test`` and 19-35
 seeded permutation per epoch, each file from first to last line, and batches
 run across files and epochs (AlgoPerf shuffles files only: the data is too
 large to shuffle lines). Position ``p`` of that stream depends only on
-``(seed, p)`` and starting there costs one permutation and skipping at most
-one shard's lines. Eval splits are read in file order; ``eval_train`` is the
-first examples of the training files in the order of a fixed seed.
+``(seed, p)`` and starting there costs one permutation and skipping (reading
+past) less than one shard's lines. Eval splits are read in file order;
+``eval_train`` is the first examples of the training files in the order of a
+fixed seed.
+
+Batches are AlgoPerf's: ``inputs`` ``(B, 39)`` float32, ``targets`` ``(B,)``
+float32 (0/1) and ``weights`` ``(B,)`` float32 (ones); padding rows are 0 in
+every key (`PAD_VALUES`).
 
 TensorFlow (tf.data) does the reading and parsing; it is imported lazily.
 """
@@ -61,8 +66,8 @@ PAD_VALUES = {"inputs": 0.0, "targets": 0.0, "weights": 0.0}
 Batch = dict[str, np.ndarray]
 
 
-class Shard(NamedTuple):
-  """One prepared file and its line count."""
+class ShardFile(NamedTuple):
+  """One prepared file (a shard of a day) and its line count."""
 
   path: str
   num_lines: int
@@ -107,7 +112,7 @@ def check_data(data_dir: str | None) -> None:
     raise spec.UsageError(f"criteo1tb: {problem}")
 
 
-def split_shards(data_dir: str, split: str) -> list[Shard]:
+def split_files(data_dir: str, split: str) -> list[ShardFile]:
   """The files of ``split`` in their fixed order (day, then shard index).
 
   ``eval_train`` has the training files. Raises `spec.UsageError` when the
@@ -126,13 +131,13 @@ def split_shards(data_dir: str, split: str) -> list[Shard]:
       (prepare.parse_shard_name(name), name) for name in shards
       if wanted(*prepare.parse_shard_name(name))
   )
-  return [Shard(os.path.join(data_dir, name), shards[name]["lines"])
+  return [ShardFile(os.path.join(data_dir, name), shards[name]["lines"])
           for _, name in keys]
 
 
 def num_examples(data_dir: str, split: str) -> int:
   """Lines in ``split`` (from the manifest)."""
-  return sum(shard.num_lines for shard in split_shards(data_dir, split))
+  return sum(shard.num_lines for shard in split_files(data_dir, split))
 
 
 def parse_lines(lines: Any) -> dict[str, Any]:
@@ -211,8 +216,8 @@ def file_order(num_files: int, seed: int, epoch: int) -> np.ndarray:
   return _epoch_order(num_files, seed, epoch).numpy()
 
 
-def process_shards(shards: Sequence[Shard], shard_index: int,
-                   num_shards: int) -> list[Shard]:
+def process_files(shards: Sequence[ShardFile], shard_index: int,
+                  num_shards: int) -> list[ShardFile]:
   """The training files process ``shard_index`` of ``num_shards`` reads."""
   if not 0 <= shard_index < num_shards:
     raise ValueError(f"shard {shard_index} of {num_shards} does not exist")
@@ -226,7 +231,7 @@ def process_shards(shards: Sequence[Shard], shard_index: int,
 
 
 def training_segments(
-    shards: Sequence[Shard], seed: int, start: int = 0
+    shards: Sequence[ShardFile], seed: int, start: int = 0
 ) -> Any:
   """tf.data ``(path, skip, take)`` of the training stream from ``start``, forever.
 
@@ -262,7 +267,7 @@ def training_segments(
 
 
 def eval_segments(
-    shards: Sequence[Shard], start: int, stop: int
+    shards: Sequence[ShardFile], start: int, stop: int
 ) -> list[tuple[str, int, int]]:
   """``(path, skip, take)`` covering lines ``[start, stop)`` of ``shards`` in order."""
   segments, first = [], 0
@@ -292,7 +297,7 @@ def train_batches(
   """
 
   _hide_accelerators_from_tf()
-  shards = process_shards(split_shards(data_dir, "train"), shard_index, num_shards)
+  shards = process_files(split_files(data_dir, "train"), shard_index, num_shards)
   segments = training_segments(shards, seed, start_batch * batch_size)
   return _to_batches(_lines_dataset(segments), batch_size, drop_remainder=True)
 
@@ -316,7 +321,7 @@ def eval_batches(
   import tensorflow as tf
 
   _hide_accelerators_from_tf()
-  shards = split_shards(data_dir, split)
+  shards = split_files(data_dir, split)
   if split == "eval_train":
     shards = [shards[j] for j in file_order(len(shards), EVAL_TRAIN_SEED, 0)]
   total = sum(s.num_lines for s in shards)
