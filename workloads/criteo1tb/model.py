@@ -23,29 +23,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from algoperf_avg.kit.layers import Dropout
+
 DROPOUT_RATE = 0.0
 VOCAB_SIZE = 4_194_304  # 32 * 128 * 1024 rows in the shared table
 NUM_DENSE_FEATURES = 13
 NUM_CATEGORICAL_FEATURES = 26
-
-
-class Dropout(nn.Module):
-  """Inverted dropout whose ``rate`` is an argument and may be traced.
-
-  The same as OGBG's (and AlgoPerf's ``jax_utils.Dropout``): no Python branch
-  on the rate except a literal 0, and, as a submodule named ``Dropout_0``, the
-  same masks as AlgoPerf's model for the same ``dropout`` key.
-  """
-
-  @nn.compact
-  def __call__(
-      self, x: jax.Array, rate: float | jax.Array, deterministic: bool
-  ) -> jax.Array:
-    if deterministic or (isinstance(rate, (int, float)) and rate == 0):
-      return x
-    keep_prob = 1.0 - rate
-    mask = jax.random.bernoulli(self.make_rng("dropout"), keep_prob, x.shape)
-    return jnp.where(mask, x / keep_prob, jnp.zeros_like(x))
 
 
 def dot_interact(features_BxFxD: jax.Array) -> jax.Array:
