@@ -57,6 +57,11 @@ _MANUAL_DIR = flags.DEFINE_string(
     "manual_dir", None, "setup-data: folder of the archives a user downloads by hand.")
 _RAW_DIR = flags.DEFINE_string("raw_dir", None, "setup-data: folder of the raw release.")
 _OPTIONS = flags.DEFINE_boolean("options", False, "list: also list each workload's options.")
+_DRY_RUN = flags.DEFINE_boolean(
+    "dry_run", False,
+    "run: print the memory per device of this workload x submission on these devices "
+    "(XLA's analysis of the compiled train step) and exit; nothing is trained or written.",
+)
 _RNG_SEED = flags.DEFINE_integer("rng_seed", 0, "Seed of the first trial.")
 _MAX_STEPS = flags.DEFINE_integer("max_global_steps", None, "Stop after this many steps.")
 _EVAL_EVERY = flags.DEFINE_integer(
@@ -165,7 +170,8 @@ def _prepare_run(submission_ref: str, num_studies: int = 1):
   from algoperf_avg.training import tuning
 
   workload = _workload()
-  workload.check_data(_DATA_DIR.value)
+  if not _DRY_RUN.value:
+    workload.check_data(_DATA_DIR.value)
   for grid in (_POSTHOC_GRID.value, _SWEEP_AVERAGES.value):
     snapshots.parse_grid(grid)  # a bad grid is an error before any write
   submission = registry.load_submission(submission_ref)
@@ -249,6 +255,14 @@ def _finish(workload, named_results, failed: int, exp: str) -> None:
 def _cmd_run(num_studies: int = 1) -> None:
   """One submission: N trials in each of M studies (``run`` uses one study)."""
   workload, submission, studies = _prepare_run(_SUBMISSION.value, num_studies)
+  if _DRY_RUN.value:
+    from algoperf_avg.training import memory, runner, sharding
+
+    hparams = runner.resolve_hparams(workload, submission, studies[0][0])
+    batch_size = runner.global_batch_size(workload, submission)
+    print(memory.report(workload, submission, hparams, sharding.make_mesh(), batch_size,
+                        _DATA_DIR.value).format())
+    return
   exp = _experiment_dir(os.path.join("experiments", submission.name))
   results, failed = _run_trials(workload, submission, studies, exp, _RNG_SEED.value)
   _finish(workload, [(submission.name, r) for r in results], failed, exp)

@@ -383,6 +383,14 @@ class Workload(abc.ABC):
     fixed-shape batches themselves, they carry a ``valid`` mask).
     """
 
+  def example_batch(self, batch_size: int, data_dir: str | None = None) -> Batch:
+    """One training batch of ``batch_size`` (its shapes drive `--dry_run`).
+
+    The first batch of `train_batches`; workloads whose full size should
+    report memory without data build one of the right shapes instead.
+    """
+    return next(iter(self.train_batches(jax.random.key(0), data_dir, batch_size)))
+
   def build_input_queue(
       self,
       data_rng: jax.Array,

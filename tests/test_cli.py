@@ -150,3 +150,13 @@ def test_new_submission_refuses_to_overwrite(tmp_path):
   assert_usage_error(again, "already exists")
   assert_usage_error(cli("new-submission", "not-valid", f"--out={tmp_path / 'x.py'}"),
                      "identifier")
+
+
+def test_dry_run_prints_memory_and_writes_nothing(exp, tmp_path):
+  result = cli("run", "--size=full", "--submission=nadamw_lawa", "--dry_run",
+               f"--experiment_dir={exp}", f"--data_dir={tmp_path / 'no_data_needed'}")
+  assert result.returncode == 0, result.stderr
+  assert "ogbg x nadamw_lawa" in result.stdout and "MiB per device" in result.stdout
+  params_mib = float(result.stdout.split("params")[1].split()[0])
+  assert params_mib == round(3_554_176 * 4 / 2**20, 1)  # full OGBG in float32
+  assert not exp.exists()

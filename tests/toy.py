@@ -141,3 +141,46 @@ class ToyBNWorkload(ToyWorkload):
                                           mutable=["batch_stats"])
       return logits, updates["batch_stats"]
     return self._model.apply(variables, batch["inputs"], train=train), model_state
+
+
+class _EmbeddingNet(nn.Module):
+  vocab: int
+  dim: int
+
+  @nn.compact
+  def __call__(self, ids):
+    table = self.param("embedding_table", nn.initializers.uniform(1.0 / self.vocab**0.5),
+                       (self.vocab, self.dim))
+    return nn.Dense(1)(table[ids].mean(1))
+
+
+class EmbeddingToy(ToyWorkload):
+  """A click model whose params are one big embedding table (Criteo's shape by default).
+
+  For memory reports: ``vocab x dim`` float32 (4,194,304 x 128 = 2 GiB) plus a
+  dense head; batches are 26 ids per example.
+  """
+
+  name = "embedding_toy"
+  loss_type = spec.LossType.SIGMOID_CROSS_ENTROPY
+
+  def __init__(self, vocab=4_194_304, dim=128, **kwargs):
+    super().__init__(**kwargs)
+    self._model = _EmbeddingNet(vocab, dim)
+    self.vocab = vocab
+
+  def init_model_fn(self, rng):
+    return self._model.init(rng, jnp.zeros((1, 26), jnp.int32))["params"], {}
+
+  def model_fn(self, params, batch, model_state, mode, rng, update_batch_norm,
+               dropout_rate=None):
+    return self._model.apply({"params": params}, batch["inputs"]), model_state
+
+  def loss_fn(self, label_batch, logits_batch, mask_batch=None, label_smoothing=0.0):
+    return losses.sigmoid_cross_entropy(label_batch, logits_batch, mask_batch)
+
+  def example_batch(self, batch_size, data_dir=None):
+    rng = np.random.default_rng(0)
+    return {"inputs": rng.integers(0, self.vocab, (batch_size, 26)).astype(np.int32),
+            "targets": (rng.random(batch_size) < 0.03).astype(np.float32),
+            "weights": np.ones(batch_size, np.float32)}

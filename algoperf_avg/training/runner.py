@@ -247,7 +247,7 @@ def _train_loop(trial: trial_lib.Trial) -> TrialResult:
   # split over the data axis); anything else is replicated.
   optimizer_state = sharding.place_state(
       submission.init_optimizer_state(workload, params, model_state, hparams, opt_rng),
-      mesh,
+      mesh, params,
   )
   restored = trial.restore(
       {"params": params, "model_state": model_state, "optimizer_state": optimizer_state}

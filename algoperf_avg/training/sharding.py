@@ -107,16 +107,29 @@ def place(tree: Any, mesh: Mesh, specs: Any = None) -> Any:
   return jax.tree.map(put, tree, specs, is_leaf=lambda x: x is None)
 
 
-def place_state(tree: Any, mesh: Mesh) -> Any:
+def sharded_shapes(params: Any) -> dict[tuple[int, ...], Any]:
+  """Shape -> sharding of the params that are not replicated (e.g. a row-sharded table)."""
+  return {tuple(p.shape): p.sharding for p in jax.tree.leaves(params)
+          if isinstance(getattr(p, "sharding", None), NamedSharding)
+          and not p.sharding.is_fully_replicated}
+
+
+def place_state(tree: Any, mesh: Mesh, params: Any = None) -> Any:
   """Keep each leaf's sharding where it is on ``mesh``; replicate the rest.
 
   Optimizer states are built from placed params, so most leaves already have
   their intended layout (sharded averaging buffers among them); scalars and
-  host values get replicated.
+  host values get replicated. A leaf shaped like a sharded param (its
+  moments) takes that param's sharding, which XLA does not carry over to a
+  ``zeros_like``.
   """
+  follow = sharded_shapes(params) if params is not None else {}
 
   def put(leaf):
     sharding = getattr(leaf, "sharding", None)
+    shape = tuple(getattr(leaf, "shape", ()))
+    if shape in follow and getattr(sharding, "memory_kind", None) != "pinned_host":
+      return jax.device_put(leaf, follow[shape])
     if isinstance(sharding, NamedSharding) and sharding.mesh == mesh:
       return leaf
     if not hasattr(leaf, "dtype") and not isinstance(leaf, (int, float, np.ndarray)):

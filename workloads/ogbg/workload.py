@@ -247,6 +247,14 @@ class OgbgWorkload(spec.Workload):
 
     return data.Resumable(make, start)
 
+  def example_batch(self, batch_size: int, data_dir: str | None = None) -> spec.Batch:
+    """A batch of the budget's shapes, from one generated molecule (no data read)."""
+    del data_dir
+    example = small_dataset().splits["train"].example(0)
+    if self.size == "full":  # molpcba's 128 tasks
+      example = dict(example, labels=np.zeros(self.config.num_tasks, np.float32))
+    return next(iter(self._batches([example], batch_size)))
+
   def eval_batches(
       self,
       split: str,
