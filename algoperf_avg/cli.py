@@ -57,6 +57,11 @@ _MANUAL_DIR = flags.DEFINE_string(
     "manual_dir", None, "setup-data: folder of the archives a user downloads by hand.")
 _RAW_DIR = flags.DEFINE_string("raw_dir", None, "setup-data: folder of the raw release.")
 _OPTIONS = flags.DEFINE_boolean("options", False, "list: also list each workload's options.")
+_CHECKPOINT_EVERY = flags.DEFINE_float(
+    "checkpoint_every_sec", None,
+    "Seconds between checkpoints (taken at evals); default: adaptive, under 2% of the "
+    "wall time; 0: at every eval.", lower_bound=0.0,
+)
 _DRY_RUN = flags.DEFINE_boolean(
     "dry_run", False,
     "run: print the memory per device of this workload x submission on these devices "
@@ -224,6 +229,7 @@ def _run_trials(workload, submission, studies, experiment_dir: str, seed: int):
           posthoc_grid=tuple(snapshots.parse_grid(_POSTHOC_GRID.value)),
           snapshot_dtype=_SNAPSHOT_DTYPE.value,
           sweep_averages=tuple(snapshots.parse_grid(_SWEEP_AVERAGES.value)),
+          checkpoint_every_sec=_CHECKPOINT_EVERY.value,
       )
       try:
         result = runner.train_once(

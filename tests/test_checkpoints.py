@@ -287,3 +287,19 @@ def test_sharded_round_trip_on_two_cpu_devices(tmp_path):
       capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=120,
   )
   assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
+
+
+def test_checkpoint_cadence_is_separate_from_evals(tmp_path):
+  from algoperf_avg import registry
+  from algoperf_avg.training import runner
+  from tests.toy import ToyWorkload
+
+  workload = ToyWorkload(validation_target=2.0)
+  sub = registry.load_submission("nadamw")
+  hp = runner.resolve_hparams(workload, sub, {})
+  for interval, expected in ((1e9, [5]), (0.0, [25, 30])):
+    log_dir = tmp_path / f"every_{interval}"
+    runner.train_once(workload, sub, hp, 0, None, str(log_dir), runner.RunOptions(
+        max_global_steps=30, eval_every_steps=5, checkpoint_every_sec=interval))
+    assert checkpoints.list_steps(log_dir / "checkpoints") == expected  # keep-2 as before
+    assert sorted(os.listdir(log_dir / "input_state")) == [str(s) for s in expected]

@@ -50,7 +50,10 @@ class RunOptions:
   stop_at_target: bool = True  # stop once the validation target is reached
   budget_multiplier: float = 1.0  # 1.5 under the self-tuning ruleset
   log_online_metrics: bool = True  # validation_online/* for averaged eval weights
-  save_checkpoints: bool = True  # after every eval, into <log_dir>/checkpoints
+  save_checkpoints: bool = True  # at evals, into <log_dir>/checkpoints
+  # Seconds between checkpoints (checked at evals); None: adaptive, < 2% of
+  # the wall time (49x the last save's duration); 0: at every eval.
+  checkpoint_every_sec: float | None = None
   # Post-hoc snapshots in <log_dir>/params (averaging.snapshots): every N
   # steps, and/or what a grid of averages needs; in their dtype or bfloat16.
   save_params_every: int | None = None
@@ -231,6 +234,8 @@ def train_once(
     # The logs written so far stay valid; status.json says what went wrong.
     trial.write_status("failed", f"{type(e).__name__}: {e}")
     raise
+  finally:
+    trial.close()  # the last checkpoint write
 
 
 def _train_loop(trial: trial_lib.Trial) -> TrialResult:
