@@ -229,6 +229,8 @@ def test_missing_or_unprepared_data_says_how_to_prepare(tmp_path):
     with pytest.raises(spec.UsageError, match="setup-data fastmri"):
       call()
   assert "setup-data fastmri" in ip.data_problem(root)
+  with pytest.raises(spec.UsageError, match="knee_singlecoil_train.tar.xz"):
+    ip.prepare(root, manual_dir=str(tmp_path))
   _write_folders(root)
   assert "not indexed" in ip.data_problem(root)
   with pytest.raises(spec.UsageError, match="not indexed"):

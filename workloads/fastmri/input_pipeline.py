@@ -114,19 +114,20 @@ def index_volumes(dataset_dir: str) -> dict[str, list[Volume]]:
 
 
 def _gather_sources(dataset_dir: str, manual_dir: str | None) -> None:
-  """Puts both folders into ``dataset_dir``: extracted from tars or linked."""
+  """Puts both folders into ``dataset_dir``: linked, or extracted from the tars."""
   os.makedirs(dataset_dir, exist_ok=True)
   for folder in (TRAIN_DIR, VAL_DIR):
     target = os.path.join(dataset_dir, folder)
     if os.path.isdir(target):
       continue
     official = folder.removeprefix("knee_")  # the archives hold singlecoil_*/
-    candidates = [os.path.join(manual_dir, n) for n in (folder, official)] if (
-        manual_dir) else []
-    archive = os.path.join(manual_dir, f"{folder}.tar.xz") if manual_dir else None
-    if source := next((c for c in candidates if os.path.isdir(c)), None):
+    if manual_dir is None:
+      raise spec.UsageError(f"no {folder}/ in {dataset_dir!r}; {HOW_TO}")
+    folders = [os.path.join(manual_dir, name) for name in (folder, official)]
+    archive = os.path.join(manual_dir, f"{folder}.tar.xz")
+    if source := next((f for f in folders if os.path.isdir(f)), None):
       os.symlink(os.path.abspath(source), target)
-    elif archive and os.path.isfile(archive):
+    elif os.path.isfile(archive):
       print(f"extracting {archive} (the training archive takes a while)")
       with tarfile.open(archive) as tar:
         tar.extractall(dataset_dir, filter="data")
@@ -134,9 +135,8 @@ def _gather_sources(dataset_dir: str, manual_dir: str | None) -> None:
         os.rename(os.path.join(dataset_dir, official), target)
     else:
       raise spec.UsageError(
-          f"no {folder} in {dataset_dir!r}"
-          + (f" nor {folder}.tar.xz / {official}/ in {manual_dir!r}" if manual_dir
-             else " and no --manual_dir") + f"; {HOW_TO}")
+          f"no {folder}/ in {dataset_dir!r}, nor {folder}.tar.xz, {folder}/ or "
+          f"{official}/ in {manual_dir!r}; {HOW_TO}")
 
 
 def prepare(dataset_dir: str, manual_dir: str | None = None) -> str:
