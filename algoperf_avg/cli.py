@@ -13,10 +13,10 @@ from collections.abc import Sequence
 
 from absl import app, flags, logging
 
+from algoperf_avg import commands as commands_lib
 from algoperf_avg import spec
 
-COMMANDS = ("run", "tune", "benchmark", "list", "new-submission", "score", "plot",
-            "posthoc", "setup-data")
+COMMANDS = tuple(commands_lib.COMMANDS)
 
 _WORKLOAD = flags.DEFINE_string("workload", "ogbg", "Registered workload name.")
 _SIZE = flags.DEFINE_string("size", "small", "Workload size: full or small.")
@@ -216,7 +216,8 @@ def _run_trials(workload, submission, studies, experiment_dir: str, seed: int):
         print(f"{label}: already {finished.status}, skipped ({log_dir})", file=sys.stderr)
         results.append(finished)
         continue
-      hparams = runner.resolve_hparams(workload, submission, trial_hparams)
+      hparams = runner.resolve_hparams(workload, submission, trial_hparams,
+                                       ruleset=_RULESET.value)
       bar = ProgressBar(label)
       options = runner.RunOptions(
           max_global_steps=_MAX_STEPS.value,
@@ -264,7 +265,8 @@ def _cmd_run(num_studies: int = 1) -> None:
   if _DRY_RUN.value:
     from algoperf_avg.training import memory, runner, sharding
 
-    hparams = runner.resolve_hparams(workload, submission, studies[0][0])
+    hparams = runner.resolve_hparams(workload, submission, studies[0][0],
+                                     ruleset=_RULESET.value)
     batch_size = runner.global_batch_size(workload, submission)
     print(memory.report(workload, submission, hparams, sharding.make_mesh(), batch_size,
                         _DATA_DIR.value).format())
@@ -396,6 +398,11 @@ def main(argv: Sequence[str]) -> None:
     given = f" {argv[1]!r}" if len(argv) > 1 else ""
     _fail(f"unknown command{given}; choose one of: {', '.join(COMMANDS)}")
   command, args = argv[1], list(argv[2:])
+  defining_module = flags.FLAGS.find_module_defining_flag("workload")
+  wrong = commands_lib.misplaced(command, defining_module)
+  if wrong:
+    _fail(f"{command} does not use {', '.join('--' + w for w in wrong)}; "
+          f"algoperf-avg {command} --help lists its flags")
   handlers = {
       "run": lambda: _cmd_run(),
       "tune": lambda: _cmd_tune(),
@@ -422,10 +429,24 @@ def main(argv: Sequence[str]) -> None:
     sys.exit(130)
 
 
+def _help(argv: Sequence[str]) -> str | None:
+  """The help text when ``argv`` asks for it (``--help``, ``-h``), else None."""
+  if not any(a in ("--help", "-h", "-?", "--helpshort") for a in argv[1:]):
+    return None
+  named = [a for a in argv[1:] if not a.startswith("-")]
+  if named and named[0] in commands_lib.COMMANDS:
+    return commands_lib.command_help(named[0])
+  return commands_lib.overview()
+
+
 def run() -> None:
   """Console-script entry point."""
   from algoperf_avg.training import sharding
 
+  text = _help(sys.argv)
+  if text is not None:
+    print(text)
+    sys.exit(0)
   # Before JAX starts its backend: on CPU, several host devices use every core.
   sharding.cpu_device_flags()
   app.run(main, flags_parser=_parse_flags)

@@ -71,6 +71,9 @@ def _import_file(path: str) -> ModuleType:
 
 
 def _import_submission(name_or_path: str) -> tuple[ModuleType, str, str]:
+  from algoperf_avg import compat
+
+  compat.install()  # AlgoPerf submissions' `from algoperf import spec` resolves here
   looks_like_path = name_or_path.endswith(".py") or os.sep in name_or_path
   try:
     if looks_like_path:
@@ -112,19 +115,33 @@ def load_submission(name_or_path: str) -> spec.Submission:
         OptaxSubmission(module, name).as_submission(source),
         hparam_names=_hparam_names(module),
     )
-  missing = [f for f in spec.SUBMISSION_FUNCTIONS if not callable(getattr(module, f, None))]
+  optional = {"prepare_for_eval"}  # optional in AlgoPerf too
+  missing = [f for f in spec.SUBMISSION_FUNCTIONS
+             if f not in optional and not callable(getattr(module, f, None))]
   if missing:
     raise spec.UsageError(
         f"submission {source} defines neither make_optimizer(hparams, workload, "
         f"step_hint) nor AlgoPerf's API; missing: {', '.join(missing)}"
     )
+  functions = {f: getattr(module, f, None) for f in spec.SUBMISSION_FUNCTIONS}
+  functions["prepare_for_eval"] = functions["prepare_for_eval"] or _no_preparation
   return spec.Submission(
       name=name,
       default_hparams=dict(getattr(module, "DEFAULT_HPARAMS", {})),
       hparam_names=_hparam_names(module),
       source=source,
-      **{f: getattr(module, f) for f in spec.SUBMISSION_FUNCTIONS},
+      get_eval_batch_size=getattr(module, "get_eval_batch_size", None),
+      **functions,
   )
+
+
+def _no_preparation(workload, current_param_container, current_params_types, model_state,
+                    hyperparameters, loss_type, optimizer_state, eval_results, global_step,
+                    rng):
+  """A submission without ``prepare_for_eval`` evaluates its training weights."""
+  del workload, current_params_types, hyperparameters, loss_type, eval_results
+  del global_step, rng
+  return optimizer_state, current_param_container, model_state
 
 
 def _hparam_names(module: ModuleType) -> frozenset[str] | None:

@@ -40,7 +40,26 @@ class DivergedError(RuntimeError):
   """The training loss became NaN or infinite; the trial ends as diverged."""
 
 
-class LossType(enum.Enum):
+class _AlgoPerfEnum(enum.Enum):
+  """An enum equal to AlgoPerf's enum of the same name and member.
+
+  When the real ``algoperf`` package is importable, its submissions pass
+  ``algoperf.spec.ForwardPassMode.TRAIN`` to our workloads; comparing by
+  class and member name makes ``mode == spec.ForwardPassMode.TRAIN`` hold in
+  both directions (an identity comparison would silently run in eval mode).
+  """
+
+  def __eq__(self, other: object) -> bool:
+    if isinstance(other, enum.Enum):
+      return (type(other).__name__ == type(self).__name__
+              and other.name == self.name)
+    return NotImplemented
+
+  def __hash__(self) -> int:
+    return hash((type(self).__name__, self.name))
+
+
+class LossType(_AlgoPerfEnum):
   SOFTMAX_CROSS_ENTROPY = 0
   SIGMOID_CROSS_ENTROPY = 1
   MEAN_SQUARED_ERROR = 2
@@ -48,12 +67,12 @@ class LossType(enum.Enum):
   MEAN_ABSOLUTE_ERROR = 4
 
 
-class ForwardPassMode(enum.Enum):
+class ForwardPassMode(_AlgoPerfEnum):
   TRAIN = 0
   EVAL = 1
 
 
-class ParameterType(enum.Enum):
+class ParameterType(_AlgoPerfEnum):
   WEIGHT = 0
   BIAS = 1
   CONV_WEIGHT = 2
@@ -71,10 +90,51 @@ class ParameterType(enum.Enum):
   ATTENTION_BIAS = 14
 
 
+class ShapeTuple:
+  """A parameter's shape, as AlgoPerf's ``spec.ShapeTuple`` (``.shape_tuple``).
+
+  Also exposes ``.shape`` and ``.dtype`` like `jax.ShapeDtypeStruct`.
+  """
+
+  def __init__(self, shape_tuple: tuple[int, ...], dtype: Any = None):
+    self.shape_tuple = tuple(shape_tuple)
+    self.dtype = dtype
+
+  @property
+  def shape(self) -> tuple[int, ...]:
+    return self.shape_tuple
+
+  def __repr__(self) -> str:
+    return f"ShapeTuple({self.shape_tuple})"
+
+  def __eq__(self, other: object) -> bool:
+    return tuple(getattr(other, "shape_tuple", ())) == self.shape_tuple
+
+  def __hash__(self) -> int:
+    return hash(self.shape_tuple)
+
+
 Params = Any  # a pytree of arrays
 ModelState = Any  # a pytree (batch-norm statistics), often empty
 OptimizerState = Any
 Batch = dict[str, Any]  # "inputs", "targets", "weights" (mask of valid examples)
+# AlgoPerf's names for the same things (its submissions import them).
+Tensor = Any
+Shape = Any
+ParameterKey = str
+ParameterContainer = Any
+ParameterShapeTree = Any
+ParameterTypeTree = Any
+RandomState = Any
+Timing = int
+Steps = int
+ModelAuxiliaryState = Any
+ModelInitState = tuple[Any, Any]
+UpdateReturn = tuple[Any, Any, Any]
+InitOptimizerFn = Callable[..., Any]
+UpdateParamsFn = Callable[..., Any]
+PrepareForEvalFn = Callable[..., Any]
+DataSelectionFn = Callable[..., Any]
 
 
 class Hyperparameters(Mapping):
@@ -149,6 +209,8 @@ class Submission:
   # Hyperparameter names it understands (module ``HPARAMS``); None: unchecked.
   hparam_names: frozenset[str] | None = None
   source: str = ""
+  # AlgoPerf's optional ``get_eval_batch_size(workload_name)``.
+  get_eval_batch_size: Callable[[str], int] | None = None
 
 
 SUBMISSION_FUNCTIONS = (
@@ -194,6 +256,8 @@ class Workload(abc.ABC):
   generated_sizes: ClassVar[tuple[str, ...]] = ("small",)
   batch_pad_values: ClassVar[Mapping[str, Any]] = {}
   batch_norm_momentum: ClassVar[float | None] = None
+  # Set by the runner to the trial's logger (AlgoPerf's workload.metrics_logger).
+  metrics_logger: Any = None
 
   def __init__(self, size: str = "full", **options: Any):
     from algoperf_avg.kit import config
@@ -464,11 +528,18 @@ class Workload(abc.ABC):
 
   @property
   def param_shapes(self) -> Any:
-    """Pytree of `jax.ShapeDtypeStruct`, computed without allocating."""
+    """Pytree of `ShapeTuple` (AlgoPerf's), computed without allocating."""
     if self._param_shapes is None:
       params, _ = jax.eval_shape(self.init_model_fn, jax.random.key(0))
-      self._param_shapes = params
+      self._param_shapes = jax.tree.map(lambda p: ShapeTuple(p.shape, p.dtype), params)
     return self._param_shapes
+
+  def is_output_params(self, param_key: str) -> bool:
+    """Whether ``param_key`` names the output layer (AlgoPerf's API).
+
+    Workloads set ``output_params_key`` (the module name of their head).
+    """
+    return param_key == getattr(self, "output_params_key", None)
 
   @property
   def num_params(self) -> int:

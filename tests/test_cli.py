@@ -160,3 +160,24 @@ def test_dry_run_prints_memory_and_writes_nothing(exp, tmp_path):
   params_mib = float(result.stdout.split("params")[1].split()[0])
   assert params_mib == round(3_554_176 * 4 / 2**20, 1)  # full OGBG in float32
   assert not exp.exists()
+
+
+def test_help_lists_commands_and_each_commands_flags():
+  overview = cli("--help")
+  assert overview.returncode == 0
+  for command in ("run", "tune", "benchmark", "score", "plot", "posthoc", "setup-data"):
+    assert f"  {command} " in overview.stdout
+  run = cli("run", "--help")
+  assert run.returncode == 0
+  assert "--sweep_averages=A,B,..." in run.stdout and "--dry_run" in run.stdout
+  assert "examples:" in run.stdout and "--lawa" not in run.stdout
+  posthoc = cli("posthoc", "-h")
+  assert "--bn_policy={latest|recompute}" in posthoc.stdout
+  assert "--workload=" not in posthoc.stdout
+
+
+def test_a_flag_the_command_does_not_use_is_an_error(exp):
+  assert_usage_error(cli("list", "--lawa=1:2"), "list does not use --lawa", "--help")
+  assert_usage_error(cli("run", "--reference=nadamw", f"--experiment_dir={exp}"),
+                     "run does not use --reference")
+  assert not exp.exists()

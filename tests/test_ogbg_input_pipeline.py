@@ -173,7 +173,8 @@ def test_full_eval_on_tfds_data(tfds_data):
   params, state = workload.init_model_fn(jax.random.key(0))
   result = workload.eval_model(16, params, state, None, data_dir,
                                splits=("validation",))
-  assert set(result) == {"validation/mean_average_precision", "validation/loss"}
+  assert set(result) == {"validation/mean_average_precision", "validation/loss",
+                         "validation/accuracy"}
   assert 0 < result["validation/mean_average_precision"] <= 1
   assert 0.3 < result["validation/loss"] < 2  # about log(2) for an untrained model
   again = workload.eval_model(16, params, state, None, data_dir, splits=("validation",))

@@ -132,16 +132,22 @@ def _parse(path: str, by_root: dict[str, list], skipped: list[tuple[str, str, st
   experiments = []
   for root, located in sorted(by_root.items()):
     trials = []
+    unknown: dict[str, list[str]] = {}
     for (_, submission, study, workload, framework, trial), where, read in located:
       try:
         row = targets_lib.get(workload)
-      except KeyError as e:
-        raise spec.UsageError(f"{where}: {e.args[0]}") from None
+      except KeyError:
+        # A workload the targets table does not know (another harness's, a
+        # variant of ours): named in the notes, not a reason to fail the rest.
+        unknown.setdefault(workload, []).append(where)
+        continue
       columns = parse_eval_csv(read(), where, row.metric)
       trials.append(Trial(
           submission=submission, study=study, workload=workload,
           framework=framework, trial=trial, path=where, **columns))
     mine = [(w, why) for rel, w, why in skipped if not root or rel.startswith(root + "/")]
+    mine += [(where, f"unknown workload {name!r} (no targets for it)")
+             for name, wheres in sorted(unknown.items()) for where in wheres]
     experiments.append(Experiment(root=_join(path, root), trials=trials,
                                   notes=_skip_notes(mine)))
   return experiments

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
@@ -15,7 +17,13 @@ class Dropout(nn.Module):
   not force a recompile (a Python ``0`` still skips the mask, which changes
   nothing since a keep probability of 1 keeps everything). As a submodule
   named ``Dropout_i`` it draws the same masks as AlgoPerf's models.
+
+  Attributes:
+    broadcast_dims: axes that share one draw (``(1, 2)`` on ``(N, H, W, C)``
+      drops whole channels, PyTorch's ``Dropout2d``; fastMRI's U-Net).
   """
+
+  broadcast_dims: Sequence[int] = ()
 
   @nn.compact
   def __call__(
@@ -24,5 +32,6 @@ class Dropout(nn.Module):
     if deterministic or (isinstance(rate, (int, float)) and rate == 0):
       return x
     keep_prob = 1.0 - rate
-    mask = jax.random.bernoulli(self.make_rng("dropout"), keep_prob, x.shape)
-    return jnp.where(mask, x / keep_prob, jnp.zeros_like(x))
+    shape = [1 if axis in self.broadcast_dims else n for axis, n in enumerate(x.shape)]
+    mask = jax.random.bernoulli(self.make_rng("dropout"), keep_prob, shape)
+    return jnp.where(jnp.broadcast_to(mask, x.shape), x / keep_prob, jnp.zeros_like(x))

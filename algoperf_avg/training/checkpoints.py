@@ -66,7 +66,22 @@ def _is_key(leaf: Any) -> bool:
   return dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
 
 
+def _storable(leaf: Any) -> bool:
+  """Arrays, keys, numbers: what a checkpoint holds (not functions or objects).
+
+  An AlgoPerf baseline keeps ``(opt_state, update_fn)`` as its state; the
+  function is carried by the run (from the template), not checkpointed.
+  """
+  return isinstance(leaf, (jax.Array, np.ndarray, np.generic, int, float, bool,
+                           jax.ShapeDtypeStruct)) or _is_key(leaf)
+
+
+_PLACEHOLDER = np.zeros((), np.int8)
+
+
 def _to_storable(leaf: Any) -> Any:
+  if not _storable(leaf):
+    return _PLACEHOLDER
   if _is_key(leaf):
     return jax.random.key_data(leaf)
   if isinstance(leaf, np.generic):  # orbax saves arrays and Python scalars only
@@ -76,6 +91,8 @@ def _to_storable(leaf: Any) -> Any:
 
 def _restore_target(leaf: Any) -> Any:
   """What orbax should restore a template leaf as (shape, dtype, sharding)."""
+  if not _storable(leaf):
+    return _PLACEHOLDER
   if _is_key(leaf):
     if isinstance(leaf, jax.Array):
       return ocp.utils.to_shape_dtype_struct(jax.random.key_data(leaf))
@@ -92,6 +109,8 @@ def _restore_target(leaf: Any) -> Any:
 
 
 def _from_storable(template_leaf: Any, value: Any) -> Any:
+  if not _storable(template_leaf):
+    return template_leaf
   if _is_key(template_leaf):
     return jax.random.wrap_key_data(value, dtype=template_leaf.dtype)
   if isinstance(template_leaf, np.generic):

@@ -124,23 +124,60 @@ def _csv_cell(value: Any) -> Any:
 
 
 class MetricsLogger:
-  """Keeps a trial's eval rows and rewrites ``eval_measurements.csv`` atomically.
+  """A trial's rows, in AlgoPerf's two files, each rewritten atomically.
 
-  Rewriting the whole file per evaluation costs microseconds at AlgoPerf's
-  eval cadence and means a reader never sees a torn row.
+  ``eval_measurements.csv`` holds the evaluation rows; ``measurements.csv``
+  every row: evaluations, what a submission logs through
+  ``workload.metrics_logger.append_scalar_metrics`` (AlgoPerf's call), and a
+  final ``score`` row when training ends. Rewriting a whole file per row costs
+  microseconds at AlgoPerf's eval cadence and means a reader never sees a
+  torn row.
   """
 
   def __init__(self, directory: str | None, rows: Sequence[Mapping[str, Any]] = ()):
     """``directory`` None keeps the rows in memory only."""
     self.directory = directory
     self.path = os.path.join(directory, "eval_measurements.csv") if directory else None
-    self.rows: list[dict[str, Any]] = [dict(r) for r in rows]
+    self.all_path = os.path.join(directory, "measurements.csv") if directory else None
+    self._rows: list[dict[str, Any]] = []
+    self.all_rows: list[dict[str, Any]] = []
+    self.rows = [dict(r) for r in rows]
+
+  @property
+  def rows(self) -> list[dict[str, Any]]:
+    return self._rows
+
+  @rows.setter
+  def rows(self, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Replace the eval rows (a resume: the checkpoint's rows are the truth)."""
+    self._rows = [dict(r) for r in rows]
+    self.all_rows = [dict(r) for r in rows]
 
   def append(self, row: Mapping[str, Any]) -> None:
-    """Add one evaluation row and persist all rows."""
-    self.rows.append(dict(row))
+    """Add one evaluation row and persist both files."""
+    self._rows.append(dict(row))
+    self.all_rows.append(dict(row))
     if self.path:
-      atomic_write_text(self.path, format_csv(self.rows))
+      atomic_write_text(self.path, format_csv(self._rows))
+      atomic_write_text(self.all_path, format_csv(self.all_rows))
+
+  def append_scalar_metrics(self, metrics: Mapping[str, Any], global_step: int,
+                            preemption_count: int | None = None,
+                            is_eval: bool = False) -> None:
+    """AlgoPerf's ``MetricLogger.append_scalar_metrics`` (for submissions)."""
+    row = dict(metrics, global_step=global_step)
+    if preemption_count is not None:
+      row["preemption_count"] = preemption_count
+    if is_eval:
+      self.append(row)
+      return
+    self.all_rows.append(row)
+    if self.all_path:
+      atomic_write_text(self.all_path, format_csv(self.all_rows))
+
+  def finish(self, score: float, global_step: int, preemption_count: int) -> None:
+    """AlgoPerf's last row of ``measurements.csv``: the final score."""
+    self.append_scalar_metrics({"score": score}, global_step, preemption_count)
 
 
 def read_rows(path: str) -> list[dict[str, Any]]:

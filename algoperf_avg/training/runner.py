@@ -32,8 +32,7 @@ import jax
 from algoperf_avg import spec
 from algoperf_avg.averaging import snapshots
 from algoperf_avg.averaging import sweep as sweep_lib
-from algoperf_avg.evaluation import batch_norm
-from algoperf_avg.training import logs, sharding
+from algoperf_avg.training import logs, loop, sharding
 from algoperf_avg.training import trial as trial_lib
 
 _now = trial_lib.now
@@ -123,9 +122,15 @@ def resolve_hparams(
     workload: spec.Workload,
     submission: spec.Submission,
     trial_hparams: Mapping[str, Any] | None,
+    *,
+    ruleset: str = "external",
 ) -> spec.Hyperparameters:
-  """Trial values over the submission's defaults over the workload's reference."""
-  merged = dict(workload.reference_hparams)
+  """Trial values over the submission's defaults over the workload's reference.
+
+  Under the self-tuning ruleset the workload's tuned reference set is not
+  given (AlgoPerf passes no hyperparameters): only the submission's defaults.
+  """
+  merged = dict(workload.reference_hparams) if ruleset == "external" else {}
   merged.update(submission.default_hparams)
   merged.update(trial_hparams or {})
   return spec.Hyperparameters(merged)
@@ -159,21 +164,6 @@ def load_finished(log_dir: str, workload: spec.Workload) -> TrialResult | None:
   )
 
 
-def _unpack_prepared(prepared: Any, params: Any, model_state: Any):
-  """Accept AlgoPerf's 3-tuple or our `PreparedForEval`."""
-  if isinstance(prepared, spec.PreparedForEval):
-    eval_params = prepared.eval_params if prepared.eval_params is not None else prepared.params
-    eval_state = (
-        prepared.eval_model_state if prepared.eval_model_state is not None
-        else prepared.model_state
-    )
-    averaged = prepared.eval_params is not None
-    return (prepared.optimizer_state, prepared.params, prepared.model_state,
-            eval_params, eval_state, averaged)
-  optimizer_state, params, model_state = prepared
-  return optimizer_state, params, model_state, params, model_state, False
-
-
 def _start_sweep(trial: trial_lib.Trial, params: Any) -> sweep_lib.InRunSweep | None:
   """The trial's in-run sweep of averages (None without ``sweep_averages``)."""
   options = trial.options
@@ -190,10 +180,6 @@ def _start_sweep(trial: trial_lib.Trial, params: Any) -> sweep_lib.InRunSweep | 
       trial.workload, options.sweep_averages,
       options.sweep_dir or sweep_lib.default_dir(trial.log_dir), trial.submission.name,
       trial.hparams.to_dict(), meta, study, index, params)
-
-
-def _finite(metrics: Mapping[str, float]) -> bool:
-  return all(math.isfinite(v) for k, v in metrics.items() if k.endswith("/loss"))
 
 
 def train_once(
@@ -226,6 +212,7 @@ def train_once(
   trial = trial_lib.Trial(workload, submission, hparams, rng_seed, data_dir, log_dir, options)
   trial.check_same_run()
   trial.mesh = options.mesh or sharding.make_mesh()
+  workload.metrics_logger = trial.logger  # as AlgoPerf, for submissions that log
   try:
     # Under the mesh: averaging transforms shard their buffers over its data axis.
     with jax.set_mesh(trial.mesh):
@@ -239,160 +226,50 @@ def train_once(
 
 
 def _train_loop(trial: trial_lib.Trial) -> TrialResult:
-  """The loop of `train_once` (see there)."""
-  workload, submission, hparams = trial.workload, trial.submission, trial.hparams
-  options, data_dir, log_dir = trial.options, trial.data_dir, trial.log_dir
-  mesh = trial.mesh
-  eval_stats = batch_norm.EvalStatistics.from_hparams(workload, hparams)
+  """Set up, run `loop.TrainLoop`, and report (see `train_once`)."""
+  workload, mesh = trial.workload, trial.mesh
   data_rng, opt_rng, model_rng, rng = jax.random.split(jax.random.key(trial.rng_seed), 4)
-  params, model_state = workload.init_model_fn(model_rng)
-  params = sharding.place(params, mesh, workload.param_partition_specs())
-  model_state = sharding.replicate(model_state, mesh)
-  # The optimizer state keeps the shardings it was made with (averaging buffers
-  # split over the data axis); anything else is replicated.
-  optimizer_state = sharding.place_state(
-      submission.init_optimizer_state(workload, params, model_state, hparams, opt_rng),
-      mesh, params,
-  )
-  restored = trial.restore(
-      {"params": params, "model_state": model_state, "optimizer_state": optimizer_state}
-  )
-  if restored is not None:
-    params, model_state = restored["params"], restored["model_state"]
-    optimizer_state = restored["optimizer_state"]
-  sweep = _start_sweep(trial, params)
+  state = loop.place_initial_state(trial, model_rng, opt_rng)
+  restored = trial.restore(state)
+  state = restored if restored is not None else state
+  sweep = _start_sweep(trial, state["params"])
   trial.write_start_files()
   if trial.global_step == 0:
-    trial.snapshot(params, model_state)  # step 0: where EMA (and post-hoc EMA) starts
+    trial.snapshot(state["params"], state["model_state"])  # step 0: where EMA starts
   # Each process reads its own part of the global batch. A resumed run
   # continues from the stream's saved state (O(1)), or replays what it took.
   resume_from = trial.input_state if trial.global_step else None
   host_batches = workload.train_batches(
-      data_rng, data_dir, trial.batch_size // jax.process_count(),
+      data_rng, trial.data_dir, trial.batch_size // jax.process_count(),
       shard_index=jax.process_index(), num_shards=jax.process_count(), start=resume_from,
   )
   if resume_from is None:
     for _ in range(trial.batches_taken):
       next(host_batches)
-  # Batches are split over the devices; everything else is replicated.
-  counter = trial_lib.CountingIterator(
+  # Batches are split over the devices; everything else keeps its placement.
+  queue = trial_lib.CountingIterator(
       sharding.sharded_iterator(host_batches, mesh, workload.batch_pad_values),
       source=host_batches)
-  input_queue = counter
-  jax.block_until_ready((params, optimizer_state))
-
-  # Wall clock of the whole trial, earlier (preempted) sessions included.
-  start = _now() - trial.duration_before
-  last_step_end = _now()
-  last_eval_end = -math.inf  # AlgoPerf evaluates right after the first step
-  done = False
-  status, message = "completed", ""
-  latest_metric = None
-  metric_key = f"validation/{workload.target_metric_name}"
-  batch = None
-  while not done:
-    step_rng = jax.random.fold_in(rng, trial.global_step)
-    select_rng, update_rng, prep_rng, eval_rng = jax.random.split(step_rng, 4)
-    try:
-      batch = submission.data_selection(
-          workload, input_queue, optimizer_state, params, model_state, hparams,
-          trial.global_step, select_rng,
-      )
-      optimizer_state, params, model_state = submission.update_params(
-          workload, params, workload.model_params_types, model_state, hparams,
-          batch, workload.loss_type, optimizer_state, trial.eval_results,
-          trial.global_step, update_rng,
-      )
-      # The async-correct clock: wait for the device before reading the time.
-      jax.block_until_ready((optimizer_state, params, model_state))
-    except spec.TrainingCompleteError:
-      done = True
-    except spec.DivergedError as e:
-      status, message, done = "diverged", str(e), True
-    else:
-      trial.global_step += 1
-      if sweep is not None:  # untimed, like evaluation
-        trial.logging_time += sweep.record(trial.global_step, params)
-    step_end = _now()
-    trial.submission_time += step_end - last_step_end
-    if options.max_global_steps and trial.global_step >= options.max_global_steps:
-      done = True
-    if trial.step_budget is not None and trial.global_step >= trial.step_budget:
-      done = True
-    if trial.submission_time >= trial.budget:
-      done = True
-    if (trial.snapshots is not None and status != "diverged"
-        and trial.snapshots.policy.saves_at(trial.global_step)):
-      trial.snapshot(params, model_state)
-    if trial.eval_every_steps:
-      eval_due = trial.global_step % trial.eval_every_steps == 0
-    else:
-      eval_due = step_end - last_eval_end >= workload.eval_period_time_sec
-    if (eval_due or done) and status != "diverged":
-      del batch
-      batch = None
-      prep_start = _now()
-      prepared = submission.prepare_for_eval(
-          workload, params, workload.model_params_types, model_state, hparams,
-          workload.loss_type, optimizer_state, trial.eval_results,
-          trial.global_step, prep_rng,
-      )
-      (optimizer_state, params, model_state, eval_params, eval_state,
-       averaged) = _unpack_prepared(prepared, params, model_state)
-      if averaged and eval_state is model_state and eval_stats.applies(model_state):
-        # Statistics of the averaged weights (bn_policy=recompute), timed.
-        eval_state = eval_stats.state_for(
-            eval_params, model_state, rng_seed=trial.rng_seed, step=trial.global_step,
-            data_dir=data_dir, batch_size=trial.batch_size, mesh=mesh)
-      jax.block_until_ready((optimizer_state, params, eval_params, eval_state))
-      trial.submission_time += _now() - prep_start
-      row = trial.evaluate(
-          params, model_state, eval_params, eval_state, averaged, eval_rng, start
-      )
-      latest_metric = row.get(metric_key)
-      if sweep is not None:
-        trial.eval_time += sweep.evaluate(
-            trial.global_step, trial.submission_time, params, model_state,
-            lambda p, s: eval_stats.state_for(
-                p, s, rng_seed=trial.rng_seed, step=trial.global_step,
-                data_dir=data_dir, batch_size=trial.batch_size, mesh=mesh),
-            eval_rng, data_dir, row, trial.preemption_count)
-      if trial.snapshots is not None:
-        trial.snapshot(params, model_state)  # eval steps: model state for "latest"
-        trial.prune_snapshots()
-      trial.batches_taken += counter.taken
-      counter.taken = 0
-      save_start = _now()
-      trial.save({"params": params, "model_state": model_state,
-                  "optimizer_state": optimizer_state}, start, counter.source)
-      trial.logging_time += _now() - save_start
-      last_eval_end = _now()
-      if not _finite(row):
-        status, message, done = "diverged", f"non-finite eval loss at step {trial.global_step}", True
-      elif options.stop_at_target and trial.first_target is not None:
-        done = True
-    if options.progress:
-      options.progress(Progress(
-          trial.global_step, trial.submission_time, trial.budget, latest_metric,
-          workload.target_metric_name,
-      ))
-    last_step_end = _now()
-
-  if status == "diverged":
+  jax.block_until_ready(state)
+  trial.clocks.step_start = trial_lib.now()
+  run = loop.TrainLoop(trial, state, queue, sweep, rng)
+  run.run()
+  if run.status == "diverged":
     # One row marks the divergence, so scorers count the trial as missed.
-    trial.logger.append(trial.time_row(_now(), start) | {"diverged": 1})
-  trial.write_status(status, message)
+    trial.logger.append(trial.time_row(_now()) | {"diverged": 1})
+  trial.logger.finish(trial.clocks.submission, trial.global_step, trial.preemption_count)
+  trial.write_status(run.status, run.message)
   if sweep is not None:
-    sweep.finish(status, message)
+    sweep.finish(run.status, run.message)
   first = trial.first_target
   return TrialResult(
-      log_dir=log_dir,
-      status=status,
+      log_dir=trial.log_dir,
+      status=run.status,
       global_step=trial.global_step,
-      accumulated_submission_time=trial.submission_time,
+      accumulated_submission_time=trial.clocks.submission,
       reached_target=first is not None,
       steps_to_target=first[0] if first else None,
       time_to_target=first[1] if first else None,
       eval_rows=list(trial.logger.rows),
-      message=message,
+      message=run.message,
   )

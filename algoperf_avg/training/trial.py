@@ -6,7 +6,9 @@ carry across a preemption lives here, in `Trial`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import shutil
 import time
@@ -23,10 +25,58 @@ CHECKPOINT_COST_FACTOR = 49.0
 INPUT_DIR = "input_state"  # <log_dir>/input_state/<step>: big input positions (tf.data)
 
 
+def _per_workload(fn: Any, workload: spec.Workload) -> int | None:
+  """``fn(name)`` for the workload id, then its base name (``ogbg_small`` -> ``ogbg``).
+
+  AlgoPerf submissions key their batch sizes by AlgoPerf's workload names;
+  a name they do not know (a KeyError, ValueError or None) falls through.
+  """
+  if fn is None:
+    return None
+  for name in dict.fromkeys((workload.workload_id, workload.name)):
+    try:
+      size = fn(name)
+    except (KeyError, ValueError):
+      continue
+    if size:
+      return int(size)
+  return None
+
+
 def global_batch_size(workload: spec.Workload, submission: spec.Submission) -> int:
   """The submission's batch size for this workload, or the workload default."""
-  size = submission.get_batch_size(workload.workload_id)
-  return int(size) if size else workload.default_batch_size
+  return _per_workload(submission.get_batch_size, workload) or workload.default_batch_size
+
+
+def eval_batch_size(workload: spec.Workload, submission: spec.Submission) -> int:
+  """The submission's eval batch size (AlgoPerf's optional API), or the workload's."""
+  return (_per_workload(submission.get_eval_batch_size, workload)
+          or workload.eval_batch_size)
+
+
+@dataclasses.dataclass
+class Clocks:
+  """Every clock of a trial, in one place.
+
+  ``submission`` is AlgoPerf's score: the wall time of the training steps
+  (data selection + update, compilation included) and of ``prepare_for_eval``;
+  evaluation and logging (checkpoints, snapshots, sweeps) run between
+  ``step_start`` resets and are not in it. ``total_duration`` counts from this
+  session's start, as AlgoPerf's (it restarts after a preemption).
+  """
+
+  submission: float = 0.0
+  eval: float = 0.0
+  logging: float = 0.0
+  session_start: float = dataclasses.field(default_factory=lambda: now())
+  step_start: float = dataclasses.field(default_factory=lambda: now())
+  step_end: float = dataclasses.field(default_factory=lambda: now())
+  last_eval_end: float = -math.inf  # AlgoPerf evaluates right after the first step
+
+  def add_step(self, at: float) -> None:
+    """Count the time since ``step_start`` as submission time, up to ``at``."""
+    self.submission += at - self.step_start
+    self.step_start = self.step_end = at
 
 
 class CountingIterator:
@@ -66,16 +116,16 @@ class Trial:
                         else int(round(steps * options.budget_multiplier)))
     self.eval_every_steps = options.eval_every_steps or workload.targets.eval_every_steps
     self.batch_size = global_batch_size(workload, submission)
+    self.eval_batch_size = eval_batch_size(workload, submission)
     self.rng_seed = rng_seed
     self.mesh = None  # set by the runner
     self.global_step = 0
     self.preemption_count = 0
     self.batches_taken = 0
     self.input_state = None  # the training stream's position at the checkpoint
-    self.submission_time = 0.0
-    self.eval_time = 0.0
-    self.logging_time = 0.0
-    self.duration_before = 0.0  # wall time of earlier (preempted) sessions
+    self.clocks = Clocks()
+    self.validation_goal_reached = False
+    self.test_goal_reached = False
     self.eval_results: list[tuple[int, dict[str, float]]] = []
     self.first_target: tuple[int, float] | None = None
     # Every process checkpoints (orbax coordinates them); only process 0 logs.
@@ -157,7 +207,7 @@ class Trial:
       interval = CHECKPOINT_COST_FACTOR * self.last_save_seconds
     return now() - self.last_save_end >= interval
 
-  def save(self, state: dict[str, Any], start: float, stream: Any = None) -> None:
+  def save(self, state: dict[str, Any], stream: Any = None) -> None:
     if not self.checkpoint_due():
       return
     t0 = now()
@@ -176,10 +226,11 @@ class Trial:
         "global_step": self.global_step,
         "preemption_count": self.preemption_count,
         "batches_taken": self.batches_taken,
-        "submission_time": self.submission_time,
-        "eval_time": self.eval_time,
-        "logging_time": self.logging_time,
-        "total_duration": now() - start,
+        "submission_time": self.clocks.submission,
+        "eval_time": self.clocks.eval,
+        "logging_time": self.clocks.logging,
+        "total_duration": now() - self.clocks.session_start,
+        "goals_reached": [self.validation_goal_reached, self.test_goal_reached],
         "eval_results": self.eval_results,
         "eval_rows": self.logger.rows,
         "first_target": self.first_target,
@@ -216,16 +267,16 @@ class Trial:
     if self.snapshots is None or self.global_step in self.snapshot_steps:
       return
     t0 = now()
-    self.snapshots.save(self.global_step, params, model_state, self.submission_time)
+    self.snapshots.save(self.global_step, params, model_state, self.clocks.submission)
     self.snapshot_steps.add(self.global_step)
-    self.logging_time += now() - t0
+    self.clocks.logging += now() - t0
 
   def prune_snapshots(self) -> None:
     """Drop the snapshots the post-hoc grid no longer needs (after an eval)."""
     if self.snapshots is not None:
       t0 = now()
       self.snapshots.prune([s for s, _ in self.eval_results], self.global_step)
-      self.logging_time += now() - t0
+      self.clocks.logging += now() - t0
 
   def restore(self, template: dict[str, Any]) -> dict[str, Any] | None:
     """Load the latest checkpoint into this trial; returns its state or None."""
@@ -241,10 +292,11 @@ class Trial:
     if meta.get("has_input_state"):
       with open(os.path.join(self._input_dir(self.global_step), "state.json")) as f:
         self.input_state = json.load(f)["state"]
-    self.submission_time = float(meta["submission_time"])
-    self.eval_time = float(meta["eval_time"])
-    self.logging_time = float(meta["logging_time"])
-    self.duration_before = float(meta["total_duration"])
+    self.clocks.submission = float(meta["submission_time"])
+    self.clocks.eval = float(meta["eval_time"])
+    self.clocks.logging = float(meta["logging_time"])
+    self.validation_goal_reached, self.test_goal_reached = meta.get(
+        "goals_reached", [False, False])
     self.eval_results = [(int(s), dict(m)) for s, m in meta["eval_results"]]
     self.first_target = tuple(meta["first_target"]) if meta["first_target"] else None
     # The checkpoint's rows are the truth: rows logged after it (by the
@@ -254,38 +306,74 @@ class Trial:
 
   # ----- evaluation --------------------------------------------------------------
 
-  def evaluate(self, params, model_state, eval_params, eval_state, averaged, rng, start):
-    """Untimed evaluation; returns the logged row."""
+  def evaluate(self, params, model_state, eval_params, eval_state, averaged, rng):
+    """Untimed evaluation; returns the logged row.
+
+    The row holds AlgoPerf's columns (its ``<split>/num_examples`` included)
+    and, when an average was evaluated, the online weights' target metrics
+    as ``validation_online/*``. ``eval_results`` gets the same entries with
+    the time keys, as AlgoPerf hands them to submissions.
+    """
     t0 = now()
     workload = self.workload
     metrics = workload.eval_model(
-        workload.eval_batch_size, eval_params, eval_state, rng, self.data_dir
+        self.eval_batch_size, eval_params, eval_state, rng, self.data_dir
     )
+    metrics["validation/num_examples"] = workload.num_validation_examples
+    if workload.num_test_examples:
+      metrics["test/num_examples"] = workload.num_test_examples
     if averaged and self.options.log_online_metrics:
       online = workload.eval_model(
-          workload.eval_batch_size, params, model_state, rng, self.data_dir,
+          self.eval_batch_size, params, model_state, rng, self.data_dir,
           splits=("validation",), metrics="target",
       )
       metrics.update({
           logs.ONLINE_PREFIX + k.split("/", 1)[1]: v for k, v in online.items()
       })
     t1 = now()
-    self.eval_time += t1 - t0
-    row = self.time_row(t1, start) | metrics
-    self.eval_results.append((self.global_step, metrics))
+    self.clocks.eval += t1 - t0
+    self.clocks.last_eval_end = t1  # the eval period counts from here (AlgoPerf)
+    row = self.time_row(t1) | metrics
+    self.eval_results.append((self.global_step, dict(row)))
     if self.first_target is None and workload.has_reached_validation_target(metrics):
-      self.first_target = (self.global_step, self.submission_time)
+      self.first_target = (self.global_step, self.clocks.submission)
+    self.validation_goal_reached |= workload.has_reached_validation_target(metrics)
+    self.test_goal_reached |= workload.has_reached_test_target(metrics)
     self.logger.append(row)
-    self.logging_time += now() - t1
+    self.clocks.logging += now() - t1
     return row
 
-  def time_row(self, now: float, start: float) -> dict[str, Any]:
+  def goals_reached(self) -> bool:
+    """Both targets reached (once each, any time so far), as AlgoPerf stops."""
+    return self.validation_goal_reached and self.test_goal_reached
+
+  def time_remaining(self) -> bool:
+    """AlgoPerf's budget decision, taken when an evaluation is due."""
+    return self.clocks.submission < self.budget
+
+  def train_state(self) -> dict[str, Any]:
+    """AlgoPerf's ``train_state`` (for submissions whose update takes it)."""
+    clocks = self.clocks
+    return {
+        "is_time_remaining": self.time_remaining(),
+        "validation_goal_reached": self.validation_goal_reached,
+        "test_goal_reached": self.test_goal_reached,
+        "training_complete": False,
+        "accumulated_submission_time": clocks.submission,
+        "accumulated_eval_time": clocks.eval,
+        "accumulated_logging_time": clocks.logging,
+        "last_eval_time": clocks.last_eval_end,
+        "last_step_end_time": clocks.step_end,
+    }
+
+  def time_row(self, at: float) -> dict[str, Any]:
+    clocks = self.clocks
     return {
         "global_step": self.global_step,
         "preemption_count": self.preemption_count,
-        "score": self.submission_time,
-        "accumulated_submission_time": self.submission_time,
-        "accumulated_eval_time": self.eval_time,
-        "accumulated_logging_time": self.logging_time,
-        "total_duration": now - start,
+        "score": clocks.submission,
+        "accumulated_submission_time": clocks.submission,
+        "accumulated_eval_time": clocks.eval,
+        "accumulated_logging_time": clocks.logging,
+        "total_duration": at - clocks.session_start,
     }

@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from algoperf_avg.kit.layers import Dropout
+
 DROPOUT_RATE = 0.0
 NEGATIVE_SLOPE = 0.2
 INSTANCE_NORM_EPSILON = 1e-5
@@ -41,31 +43,6 @@ def _leaky_relu(x: jax.Array) -> jax.Array:
   return jax.nn.leaky_relu(x, negative_slope=NEGATIVE_SLOPE)
 
 
-class ChannelDropout(nn.Module):
-  """Drops whole channels (PyTorch's ``Dropout2d``) at a rate that may be traced.
-
-  One Bernoulli draw per (example, channel), shared over height and width,
-  and survivors scaled by ``1 / (1 - rate)``. Unlike `flax.linen.Dropout`
-  the rate is a call argument and an array rate does not branch in Python
-  (no recompile when it changes); a Python ``0`` skips the mask. Named
-  ``Dropout_i`` inside a conv block, it draws the same masks as AlgoPerf's
-  ``jax_utils.Dropout(broadcast_dims=(1, 2))``.
-  """
-
-  @nn.compact
-  def __call__(
-      self, x: jax.Array, rate: float | jax.Array, deterministic: bool
-  ) -> jax.Array:
-    if deterministic or (isinstance(rate, (int, float)) and rate == 0):
-      return x
-    keep_prob = 1.0 - rate
-    mask_shape = (x.shape[0], 1, 1, x.shape[3])
-    mask = jax.random.bernoulli(self.make_rng("dropout"), keep_prob, mask_shape)
-    return jax.lax.select(
-        jnp.broadcast_to(mask, x.shape), x / keep_prob, jnp.zeros_like(x)
-    )
-
-
 class ConvBlock(nn.Module):
   """Two rounds of 3x3 conv -> instance norm -> LeakyReLU -> channel dropout.
 
@@ -83,7 +60,7 @@ class ConvBlock(nn.Module):
     for i in range(2):
       x = nn.Conv(self.out_channels, kernel_size=(3, 3), use_bias=False)(x)
       x = _leaky_relu(instance_norm(x))
-      x = ChannelDropout(name=f"Dropout_{i}")(
+      x = Dropout(broadcast_dims=(1, 2), name=f"Dropout_{i}")(
           x, dropout_rate, deterministic=not train
       )
     return x

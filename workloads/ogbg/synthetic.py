@@ -55,6 +55,8 @@ class Config:
   min_nodes: int = 8
   max_nodes: int = 24
   label_noise: float = 0.02
+  # Flip rate of the validation and test labels; None: as ``label_noise``.
+  eval_label_noise: float | None = None
   missing_rate: float = 0.1
   seed: int = 0
 
@@ -288,10 +290,12 @@ class Dataset:
   def __init__(self, config: Config = Config()):
     self.config = config
     rng = np.random.default_rng(config.seed)
+    noise = config.label_noise if config.eval_label_noise is None else config.eval_label_noise
+    evaluated = dataclasses.replace(config, label_noise=noise)
     self.splits = {
         "train": generate(config.num_train, config, rng),
-        "validation": generate(config.num_validation, config, rng),
-        "test": generate(config.num_test, config, rng),
+        "validation": generate(config.num_validation, evaluated, rng),
+        "test": generate(config.num_test, evaluated, rng),
     }
 
   def examples(

@@ -129,7 +129,12 @@ class OgbgWorkload(spec.Workload):
   # ----- model ------------------------------------------------------------------
 
   def init_model_fn(self, rng: jax.Array) -> tuple[spec.Params, spec.ModelState]:
-    """Parameters from a one-node, one-edge graph (AlgoPerf's init)."""
+    """Parameters from a one-node, one-edge graph (AlgoPerf's init).
+
+    The key is split first, as AlgoPerf's ogbg workload does, so a seed gives
+    the same initial weights in both harnesses.
+    """
+    _, rng = jax.random.split(rng)
     graph = model.GraphsTuple(
         nodes=jnp.ones((1, 9)), edges=jnp.ones((1, 3)),
         senders=jnp.zeros((1,), jnp.int32), receivers=jnp.zeros((1,), jnp.int32),
@@ -297,15 +302,18 @@ class OgbgWorkload(spec.Workload):
       rng: jax.Array,
       metrics: str = "all",
   ) -> engine.EvalOutput:
-    """Summed loss and label count; logits, labels and mask for the mAP."""
+    """Summed loss, label count and correct signs; logits, labels, mask for the mAP."""
     del rng, metrics  # deterministic; the mAP needs the same pass as the loss
     logits, _ = self.model_fn(
         params, batch, model_state, spec.ForwardPassMode.EVAL, None,
         update_batch_norm=False,
     )
     loss = self.loss_fn(batch["targets"], logits, batch["weights"])
+    # AlgoPerf's accuracy: known labels where the logit's sign is right.
+    correct = ((logits > 0) == (batch["targets"] > 0.5)) * batch["weights"]
     return engine.EvalOutput(
-        sums={"loss": loss["summed"], "num_labels": loss["n_valid_examples"]},
+        sums={"loss": loss["summed"], "num_labels": loss["n_valid_examples"],
+              "correct": correct.sum()},
         per_example={"logits": logits, "targets": batch["targets"],
                      "weights": batch["weights"]},
     )
@@ -317,7 +325,7 @@ class OgbgWorkload(spec.Workload):
       per_example: Mapping[str, np.ndarray],
       metrics: str = "all",
   ) -> dict[str, float]:
-    """Mean average precision over the whole split, and the mean loss.
+    """Mean average precision over the whole split, the mean loss and accuracy.
 
     The mAP is computed once over all graphs of the split (padding graphs
     dropped; missing labels have weight 0 and do not count).
@@ -327,4 +335,5 @@ class OgbgWorkload(spec.Workload):
         "mean_average_precision": metrics_lib.mean_average_precision(
             per_example["logits"], per_example["targets"], per_example["weights"]),
         "loss": float(sums["loss"]) / max(float(sums["num_labels"]), 1.0),
+        "accuracy": float(sums["correct"]) / max(float(sums["num_labels"]), 1.0),
     }

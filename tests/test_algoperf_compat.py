@@ -1,0 +1,106 @@
+"""AlgoPerf's JAX submissions run unchanged: the compatibility layer and the rules.
+
+`tests/algoperf_form/jax_nadamw.py` is written in the exact form of AlgoPerf's
+JAX reference submissions (imports, signatures, ``(opt_state, update_fn)``
+state, ShapeTuple params, jitted step with shardings); it must train like our
+NadamW. With the real ``algoperf`` package importable, the same runs again
+against it (skipped otherwise).
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib.util
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from algoperf_avg import compat, registry, spec
+from algoperf_avg.training import runner
+from workloads.ogbg.workload import OgbgWorkload
+
+FORM = os.path.join(os.path.dirname(__file__), "algoperf_form", "jax_nadamw.py")
+STEPS, EVERY = 40, 20
+
+
+def _train(submission_ref, tmp_path=None, steps=STEPS):
+  workload = OgbgWorkload("small")
+  sub = registry.load_submission(submission_ref)
+  hp = runner.resolve_hparams(workload, sub, {})
+  log_dir = str(tmp_path) if tmp_path else None
+  return runner.train_once(workload, sub, hp, 0, None, log_dir, runner.RunOptions(
+      max_global_steps=steps, eval_every_steps=EVERY, stop_at_target=False))
+
+
+def _compare(form_rows, ours_rows):
+  assert [r["global_step"] for r in form_rows] == [r["global_step"] for r in ours_rows]
+  for a, b in zip(form_rows, ours_rows, strict=True):
+    for key in ("train/loss", "validation/loss", "validation/mean_average_precision"):
+      assert abs(a[key] - b[key]) < 1e-3, (key, a[key], b[key])
+
+
+def test_algoperf_form_submission_trains_like_our_nadamw():
+  ours = _train("nadamw")
+  form = _train(FORM)
+  assert form.status == ours.status == "completed"
+  _compare(form.eval_rows, ours.eval_rows)
+  assert form.eval_rows[-1]["train/loss"] < form.eval_rows[0]["train/loss"]
+
+
+def test_function_in_the_optimizer_state_survives_a_resume(tmp_path):
+  unbroken = _train(FORM, tmp_path / "a")
+  _train(FORM, tmp_path / "b", steps=EVERY)  # stopped after its first checkpoint
+  resumed = _train(FORM, tmp_path / "b")
+  assert resumed.eval_rows[-1]["preemption_count"] == 1
+  for a, b in zip(unbroken.eval_rows, resumed.eval_rows, strict=True):
+    assert a["validation/loss"] == pytest.approx(b["validation/loss"], rel=1e-6)
+
+
+def test_the_layer_is_the_harness():
+  compat.install()
+  import algoperf
+  from algoperf import param_utils, random_utils
+  from algoperf import spec as algoperf_spec
+
+  if not getattr(algoperf, "IS_ALGOPERF_AVG_COMPAT", False):
+    pytest.skip("the real algoperf package is installed")
+  assert algoperf_spec.ForwardPassMode is spec.ForwardPassMode
+  assert algoperf_spec.TrainingCompleteError is spec.TrainingCompleteError
+  for name in ("ParameterContainer", "RandomState", "ModelAuxiliaryState", "UpdateReturn",
+               "ShapeTuple", "OptimizerState", "ParameterTypeTree"):
+    assert hasattr(algoperf_spec, name), name
+  workload = OgbgWorkload("small")
+  shapes = param_utils.jax_param_shapes(workload.init_model_fn(jax.random.key(0))[0])
+  assert shapes == workload.param_shapes
+  assert param_utils.jax_param_types(shapes) == workload.model_params_types
+  np.testing.assert_array_equal(
+      jax.random.key_data(jax.random.key(7)), random_utils.PRNGKey(7))
+
+
+def test_enums_equal_algoperfs_by_name_both_ways():
+  class ForwardPassMode(enum.Enum):  # what the real algoperf.spec defines
+    TRAIN = 0
+    EVAL = 1
+
+  assert ForwardPassMode.TRAIN == spec.ForwardPassMode.TRAIN
+  assert spec.ForwardPassMode.TRAIN == ForwardPassMode.TRAIN
+  assert ForwardPassMode.EVAL != spec.ForwardPassMode.TRAIN
+  assert hash(spec.ForwardPassMode.TRAIN) == hash(spec.ForwardPassMode.TRAIN)
+  assert {spec.ParameterType.BIAS: 1}[spec.ParameterType.BIAS] == 1
+
+
+def test_batch_size_falls_back_to_algoperfs_workload_name():
+  sub = registry.load_submission(FORM)
+  from algoperf_avg.training import trial as trial_lib
+
+  assert trial_lib.global_batch_size(OgbgWorkload("small"), sub) == 128  # from "ogbg"
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("algoperf") is None
+    or getattr(__import__("sys").modules.get("algoperf"), "IS_ALGOPERF_AVG_COMPAT", False),
+    reason="the real algoperf package is not importable")
+def test_algoperf_form_with_the_real_algoperf_package():
+  _compare(_train(FORM).eval_rows, _train("nadamw").eval_rows)
