@@ -105,6 +105,19 @@ TARGETS: dict[str, Targets] = {
         step_budget=3_600,
         eval_every_steps=100,
     ),
+    # CPU-scale ViT on generated 32 px shapes and textures; budget in steps,
+    # target by the calibration rule (results/calibration/imagenet_vit_small*.csv).
+    "imagenet_vit_small": Targets(
+        metric="accuracy",
+        direction="max",
+        validation=0.80,
+        test=0.70,
+        max_runtime_sec=math.inf,
+        step_hint=2_000,
+        eval_every_steps=100,
+        eval_period_sec=10,
+        step_budget=2_000,
+    ),
 }
 
 # (validation target, test target) per workload id of one family.
