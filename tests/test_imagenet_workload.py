@@ -89,3 +89,29 @@ def test_training_stream_resumes_from_its_checkpoint(data_root, tmp_path):
     b = next(resumed)
     np.testing.assert_array_equal(a["inputs"], b["inputs"])
     np.testing.assert_array_equal(a["targets"], b["targets"])
+
+
+def test_resnet_full_size_is_algoperfs_and_keeps_batch_statistics():
+  # Not registered yet (its small size is not calibrated): imported directly.
+  from workloads.imagenet_resnet.workload import ImagenetResnetWorkload
+
+  resnet = ImagenetResnetWorkload("full")
+  assert resnet.num_params == 25_557_032
+  _, state = jax.eval_shape(resnet.init_model_fn, jax.random.key(0))
+  assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state)) == 53_120
+  assert (resnet.eval_batch_size, resnet.num_eval_train_examples) == (1024, 50_176)
+  assert resnet.batch_norm_momentum == 0.9 and resnet.is_output_params("Dense_0")
+  assert not resnet.input_config.randaugment and resnet.input_config.mixup_alpha is None
+
+  small = ImagenetResnetWorkload("small")
+  params, state = small.init_model_fn(jax.random.key(0))
+  batch = small.example_batch(4)
+  batch["inputs"] = np.random.default_rng(0).normal(size=batch["inputs"].shape)
+  _, updated = small.model_fn(params, batch, state, spec.ForwardPassMode.TRAIN, None,
+                              update_batch_norm=True)
+  assert jax.tree.structure(updated) == jax.tree.structure(state)
+  means = updated["batch_stats"]["BatchNorm_init"]["mean"]
+  assert not np.allclose(means, state["batch_stats"]["BatchNorm_init"]["mean"])
+  _, same = small.model_fn(params, batch, state, spec.ForwardPassMode.EVAL, None,
+                           update_batch_norm=False)
+  assert same is state
