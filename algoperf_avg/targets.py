@@ -105,13 +105,16 @@ TARGETS: dict[str, Targets] = {
         step_budget=3_600,
         eval_every_steps=100,
     ),
-    # CPU-scale ViT on generated 32 px shapes and textures; budget in steps,
-    # target by the calibration rule (results/calibration/imagenet_vit_small*.csv).
+    # CPU-scale ViT on generated 32 px shapes and textures; budget in steps.
+    # NOT calibrated by the rule yet (results/calibration/imagenet_vit_small*.csv):
+    # NadamW's cosine reaches 0.48 at 70/80/85% of step_hint (seeds 0-2), but
+    # the constant-LR run reaches it too (90%; best 0.509): at this budget the
+    # model is still learning, so annealing is not yet rewarded.
     "imagenet_vit_small": Targets(
         metric="accuracy",
         direction="max",
-        validation=0.80,
-        test=0.70,
+        validation=0.48,
+        test=0.40,
         max_runtime_sec=math.inf,
         step_hint=2_000,
         eval_every_steps=100,
