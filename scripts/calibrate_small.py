@@ -60,11 +60,33 @@ def verdict(workload, runs, target: float) -> tuple[bool, dict[str, int | None]]
 
 
 def train(workload, seed: int, schedule: str):
+  """The eval rows of one full-length run (no stop at the target)."""
   sub = registry.load_submission("nadamw")
   hp = runner.resolve_hparams(workload, sub, {"schedule": schedule})
   result = runner.train_once(workload, sub, hp, seed, None, None, runner.RunOptions(
       stop_at_target=False, save_checkpoints=False, max_global_steps=workload.step_hint))
   return result.eval_rows
+
+
+def _train_job(job: tuple[str, str, int, str]):
+  """One run in a worker process (``--jobs``): the workload is rebuilt there."""
+  name, size, seed, schedule = job
+  sharding.cpu_device_flags()
+  return train(registry.get_workload(name, size), seed, schedule)
+
+
+def run_all(args, workload, seeds: list[int]) -> dict[str, list[dict]]:
+  """The cosine run per seed and the constant-LR run, ``args.jobs`` at a time."""
+  jobs = {f"cosine_seed{seed}": (seed, "cosine") for seed in seeds}
+  jobs["constant"] = (seeds[0], "constant")
+  if args.jobs <= 1:
+    return {name: train(workload, seed, schedule) for name, (seed, schedule) in jobs.items()}
+  import multiprocessing
+
+  with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
+    rows = pool.map(_train_job, [(args.workload, args.size, seed, schedule)
+                                 for seed, schedule in jobs.values()])
+  return dict(zip(jobs, rows))
 
 
 def main() -> int:
@@ -73,16 +95,16 @@ def main() -> int:
   parser.add_argument("--size", default="small")
   parser.add_argument("--seeds", default="0,1,2")
   parser.add_argument("--out", default=os.path.join(ROOT, "results", "calibration"))
+  parser.add_argument("--jobs", type=int, default=1,
+                      help="runs at a time, one process each (same curves as --jobs=1)")
   args = parser.parse_args()
   workload = registry.get_workload(args.workload, args.size)
   metric = f"validation/{workload.target_metric_name}"
   seeds = [int(s) for s in args.seeds.split(",")]
-  runs = {}
+  runs = run_all(args, workload, seeds)
   for seed in seeds:
-    runs[f"cosine_seed{seed}"] = train(workload, seed, "cosine")
     print(f"cosine seed {seed}: final {metric} {runs[f'cosine_seed{seed}'][-1][metric]:.4f}",
           flush=True)
-  runs["constant"] = train(workload, seeds[0], "constant")
   print(f"constant seed {seeds[0]}: best {metric} "
         f"{max(r[metric] for r in runs['constant']):.4f}", flush=True)
 
