@@ -105,6 +105,20 @@ TARGETS: dict[str, Targets] = {
         step_budget=3_600,
         eval_every_steps=100,
     ),
+    # CPU-scale variant on generated knee-like phantoms (64 x 64, real-format
+    # h5 files). Budget in steps; target by the calibration rule
+    # (scripts/calibrate_small.py, results/calibration/fastmri_small*.csv).
+    "fastmri_small": Targets(
+        metric="ssim",
+        direction="max",
+        validation=0.80,
+        test=0.80,
+        max_runtime_sec=math.inf,
+        step_hint=1_000,
+        eval_period_sec=10,
+        step_budget=1_000,
+        eval_every_steps=50,
+    ),
 }
 
 # (validation target, test target) per workload id of one family.
