@@ -62,6 +62,7 @@ def verdict(workload, runs, target: float) -> tuple[bool, dict[str, int | None]]
 
 
 def train(workload, seed: int, schedule: str):
+  """The eval rows of one full-length run (no stop at the target)."""
   sub = registry.load_submission("nadamw")
   hp = runner.resolve_hparams(workload, sub, {"schedule": schedule})
   result = runner.train_once(workload, sub, hp, seed, None, None, runner.RunOptions(
@@ -79,6 +80,27 @@ def read_curves(path: str) -> dict[str, list[dict]]:
   return runs
 
 
+def _train_job(job: tuple[str, str, int, str]):
+  """One run in a worker process (``--jobs``): the workload is rebuilt there."""
+  name, size, seed, schedule = job
+  sharding.cpu_device_flags()
+  return train(registry.get_workload(name, size), seed, schedule)
+
+
+def run_all(args, workload, seeds: list[int]) -> dict[str, list[dict]]:
+  """The cosine run per seed and the constant-LR run, ``args.jobs`` at a time."""
+  jobs = {f"cosine_seed{seed}": (seed, "cosine") for seed in seeds}
+  jobs["constant"] = (seeds[0], "constant")
+  if args.jobs <= 1:
+    return {name: train(workload, seed, schedule) for name, (seed, schedule) in jobs.items()}
+  import multiprocessing
+
+  with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
+    rows = pool.map(_train_job, [(args.workload, args.size, seed, schedule)
+                                 for seed, schedule in jobs.values()])
+  return dict(zip(jobs, rows, strict=True))
+
+
 def main() -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--workload", default="ogbg")
@@ -88,6 +110,8 @@ def main() -> int:
   parser.add_argument("--from_curves", action="store_true",
                       help="check the current target on the curves CSV in --out "
                       "(no training)")
+  parser.add_argument("--jobs", type=int, default=1,
+                      help="runs at a time, one process each (same curves as --jobs=1)")
   args = parser.parse_args()
   workload = registry.get_workload(args.workload, args.size)
   metric = f"validation/{workload.target_metric_name}"
@@ -97,12 +121,10 @@ def main() -> int:
     runs = read_curves(curves_path)
     suggest(workload, runs)
     return check(workload, runs, args.out)
-  runs = {}
+  runs = run_all(args, workload, seeds)
   for seed in seeds:
-    runs[f"cosine_seed{seed}"] = train(workload, seed, "cosine")
     print(f"cosine seed {seed}: final {metric} {runs[f'cosine_seed{seed}'][-1][metric]:.4f}",
           flush=True)
-  runs["constant"] = train(workload, seeds[0], "constant")
   print(f"constant seed {seeds[0]}: best {metric} "
         f"{max(r[metric] for r in runs['constant']):.4f}", flush=True)
 

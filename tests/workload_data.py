@@ -139,6 +139,39 @@ def write_imagenet(root: str) -> dict[str, list[int]]:
   assert path == os.path.join(root, "imagenet")
   labels["test"] = [label for label in range(3) for _ in range(IMAGENET_V2_PER_CLASS)]
   return labels
+FASTMRI_VOLUMES = {"train": (3, 2), "val": (102, 1)}  # (files, slices per file)
+
+
+def write_fastmri(root: str) -> dict[str, list[tuple[str, int]]]:
+  """Knee single-coil h5 files of generated phantoms, prepared by `setup_data`.
+
+  The files go to a download folder (``root/downloads``), as a user's
+  extracted archives; `FastMRIWorkload.setup_data` links and indexes them.
+  102 validation files: AlgoPerf's first 100 are validation, 2 are test.
+  Returns the (file, slice) pairs per split.
+  """
+  from workloads.fastmri import input_pipeline, synthetic
+  from workloads.fastmri.workload import FastMRIWorkload
+
+  manual = os.path.join(root, "downloads")
+  files = {}
+  for split_id, (folder, key) in enumerate(((input_pipeline.TRAIN_DIR, "train"),
+                                            (input_pipeline.VAL_DIR, "val"))):
+    count, slices = FASTMRI_VOLUMES[key]
+    config = synthetic.Config(image_size=32, kspace_rows=40, kspace_cols=(36, 38),
+                              slices_per_volume=slices)
+    os.makedirs(os.path.join(manual, folder))
+    files[key] = []
+    for i in range(count):
+      rng = np.random.default_rng([split_id, i])
+      kspace, target = synthetic.simulate(rng, config, int(rng.choice(config.kspace_cols)))
+      name = f"file{1_001_000 + 1000 * split_id + i}.h5"
+      synthetic.write_volume(os.path.join(manual, folder, name), kspace, target, rng)
+      files[key] += [(name, s) for s in range(slices)]
+  path = FastMRIWorkload.setup_data(root, manual_dir=manual)
+  assert path == os.path.join(root, "fastmri")
+  return {"train": files["train"], "validation": files["val"][:100],
+          "test": files["val"][100:]}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,6 +185,7 @@ class FullSize:
 
 
 FULL_SIZE: dict[str, FullSize] = {
+    "fastmri": FullSize(write_fastmri, {"eval_batch_size": 16}, batch_size=2, slow=True),
     "ogbg": FullSize(write_ogbg, {"eval_batch_size": 16}, batch_size=16),
     # ViT-S/16 at 224 px: one step compiles for about a minute on a CPU.
     "imagenet_vit": FullSize(write_imagenet, {"eval_batch_size": 4}, batch_size=2,

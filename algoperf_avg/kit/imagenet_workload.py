@@ -11,7 +11,7 @@ validation size rounded up to whole eval batches). A subclass adds the model
 
 The ``small`` sizes read the generated shapes-and-textures images
 (`algoperf_avg.kit.imagenet_synthetic`), written once into the cache folder
-(`cache_root`) and then read, cropped, augmented and normalised by exactly the
+(`kit.data.cache_dir`) and then read, cropped, augmented and normalised by exactly the
 code that reads ImageNet, at 32 px.
 """
 
@@ -32,14 +32,7 @@ from algoperf_avg.evaluation import engine
 from algoperf_avg.kit import config, data, imagenet, losses
 from algoperf_avg.kit import imagenet_synthetic as synthetic
 
-CACHE_ENV = "ALGOPERF_AVG_CACHE"
 TRAIN_STATE_NAME = "imagenet_train"  # prefix of the saved tf.data iterator state
-
-
-def cache_root() -> str:
-  """Folder for generated datasets: ``$ALGOPERF_AVG_CACHE`` or ``~/.cache/algoperf_avg``."""
-  return os.environ.get(CACHE_ENV) or os.path.join(
-      os.path.expanduser("~"), ".cache", "algoperf_avg")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,8 +151,7 @@ class ImagenetWorkload(spec.Workload):
   def _builder(self, split: str, data_dir: str | None) -> Any:
     """The prepared TFDS dataset holding ``split`` (ImageNet-v2's for "test")."""
     if self.config.synthetic is not None:
-      return _synthetic_builder(os.path.join(cache_root(), "imagenet"),
-                                self.config.synthetic)
+      return _synthetic_builder(data.cache_dir("imagenet"), self.config.synthetic)
     if split == "test":
       return imagenet.open_builder(self._v2_dir(data_dir), imagenet.V2_TFDS_NAME)
     return imagenet.open_builder(self.dataset_dir(data_dir))
