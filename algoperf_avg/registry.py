@@ -21,6 +21,8 @@ from algoperf_avg import spec
 # name -> "module:Class". Every workload has the sizes listed by its class.
 WORKLOADS: dict[str, str] = {
     "ogbg": "workloads.ogbg.workload:OgbgWorkload",
+    "librispeech_conformer":
+        "workloads.librispeech_conformer.workload:LibriSpeechConformerWorkload",
 }
 
 

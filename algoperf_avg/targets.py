@@ -105,6 +105,20 @@ TARGETS: dict[str, Targets] = {
         step_budget=3_600,
         eval_every_steps=100,
     ),
+    # CPU-scale Conformer on eSpeak NG synthesised words (kit.speech_synthetic).
+    # Budget in steps, evals every 100 steps; target by the calibration rule
+    # (scripts/calibrate_small.py, results/calibration/librispeech_conformer_small*.csv).
+    "librispeech_conformer_small": Targets(
+        metric="wer",
+        direction="min",
+        validation=0.10,
+        test=0.10,
+        max_runtime_sec=math.inf,
+        step_hint=1_500,
+        eval_period_sec=10,
+        step_budget=1_500,
+        eval_every_steps=100,
+    ),
 }
 
 # (validation target, test target) per workload id of one family.
