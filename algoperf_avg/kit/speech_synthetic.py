@@ -44,7 +44,7 @@ class Config:
   max_words: int = 4
   words: tuple[str, ...] = WORDS
   voices: tuple[str, ...] = VOICES
-  rate_range: tuple[int, int] = (140, 220)  # words per minute
+  rate_range: tuple[int, int] = (140, 200)  # words per minute
   pitch_range: tuple[int, int] = (25, 75)  # eSpeak's 0-100
   snr_db_range: tuple[float, float] = (10.0, 30.0)
   vocab_size: int = 32
@@ -123,7 +123,11 @@ def utterance(config: Config, rng: np.random.Generator) -> tuple[str, np.ndarray
   pitch = int(rng.integers(*config.pitch_range, endpoint=True))
   speech = to_16k(speaker().say(text.lower(), voice, rate, pitch))
   lead = np.zeros(int(rng.integers(0, 1600)))  # up to 0.1 s before speaking
-  speech = np.concatenate([lead, speech])
+  # Trailing silence so CTC can align any tokenisation: after the models' 4x
+  # subsampling of 10 ms frames (640 samples a frame), at least 2 frames a
+  # character (a blank between repeats) plus one.
+  tail = np.zeros(max(0, 640 * (2 * (len(text) + 1) + 1) - len(lead) - len(speech)))
+  speech = np.concatenate([lead, speech, tail])
   level = rng.uniform(0.3, 1.0) * 12_000 / max(np.abs(speech).max(), 1.0)
   speech = speech * level
   snr = rng.uniform(*config.snr_db_range)
