@@ -93,7 +93,8 @@ class SpeechWorkload(spec.Workload):
     params_rng, _ = jax.random.split(rng)
     length = self.config.limits.audio
     zeros = np.zeros((2, length), np.float32)
-    variables = self._model.init({"params": params_rng}, zeros, zeros, train=False)
+    init = jax.jit(functools.partial(self._model.init, train=False))  # as AlgoPerf
+    variables = init({"params": params_rng}, zeros, zeros)
     variables = dict(variables)
     params = variables.pop("params")
     return params, variables
