@@ -23,6 +23,8 @@ WORKLOADS: dict[str, str] = {
     "fastmri": "workloads.fastmri.workload:FastMRIWorkload",
     "imagenet_vit": "workloads.imagenet_vit.workload:ImagenetVitWorkload",
     "ogbg": "workloads.ogbg.workload:OgbgWorkload",
+    "librispeech_conformer":
+        "workloads.librispeech_conformer.workload:LibriSpeechConformerWorkload",
 }
 
 # Datasets that several workloads read, by the name `setup-data` accepts ->

@@ -137,6 +137,20 @@ TARGETS: dict[str, Targets] = {
         step_budget=1_000,
         eval_every_steps=50,
     ),
+    # CPU-scale Conformer on eSpeak NG synthesised words (kit.speech_synthetic).
+    # Budget in steps, evals every 100 steps. PROVISIONAL: not calibrated yet
+    # (one 300-step exploration run stayed on the CTC plateau, WER ~1.0).
+    "librispeech_conformer_small": Targets(
+        metric="wer",
+        direction="min",
+        validation=0.10,
+        test=0.10,
+        max_runtime_sec=math.inf,
+        step_hint=1_500,
+        eval_period_sec=10,
+        step_budget=1_500,
+        eval_every_steps=100,
+    ),
 }
 
 # (validation target, test target) per workload id of one family.

@@ -172,6 +172,40 @@ def write_fastmri(root: str) -> dict[str, list[tuple[str, int]]]:
   assert path == os.path.join(root, "fastmri")
   return {"train": files["train"], "validation": files["val"][:100],
           "test": files["val"][100:]}
+LIBRISPEECH_SUBSET_SIZES = {"train-clean-100": 5, "train-clean-360": 2, "train-other-500": 2,
+                            "dev-clean": 3, "dev-other": 2, "test-clean": 3}
+
+
+def write_librispeech(root: str) -> dict[str, list[str]]:
+  """A prepared LibriSpeech of synthesised flac files in the release layout.
+
+  Runs ``setup_data`` (the real preparation, 1024-piece tokenizer) on a raw
+  release under ``root/raw``: a few spoken utterances per subset, and in
+  train-clean-100 extra transcript lines without audio (skipped, as the real
+  preparation skips them) so the tokenizer has text enough for 1024 pieces.
+  Returns the transcripts per workload split.
+  """
+  from algoperf_avg.kit import librispeech, speech_synthetic
+  from workloads.librispeech_conformer.workload import LibriSpeechConformerWorkload
+
+  raw = os.path.join(root, "raw")
+  written = speech_synthetic.write_release(raw, speech_synthetic.Config(seed=5),
+                                           LIBRISPEECH_SUBSET_SIZES)
+  rng = np.random.default_rng(0)
+  letters = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZ'"))
+  folder = os.path.join(raw, "train-clean-100", "77", "7")
+  os.makedirs(folder)
+  with open(os.path.join(folder, "77-7.trans.txt"), "w") as f:
+    for i in range(4_000):
+      words = ("".join(rng.choice(letters, rng.integers(2, 9))) for _ in range(8))
+      f.write(f"77-7-{i:04d} {' '.join(words)}\n")
+  path = LibriSpeechConformerWorkload.setup_data(root, raw_dir=raw)
+  assert path == os.path.join(root, "librispeech")
+  splits = {}
+  for split, subsets in librispeech.SPLITS.items():
+    if split != "eval_train":
+      splits[split] = [t for s in subsets.split("+") for t in written[s]]
+  return splits
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,4 +224,6 @@ FULL_SIZE: dict[str, FullSize] = {
     # ViT-S/16 at 224 px: one step compiles for about a minute on a CPU.
     "imagenet_vit": FullSize(write_imagenet, {"eval_batch_size": 4}, batch_size=2,
                              slow=True),
+    "librispeech_conformer": FullSize(write_librispeech, {"eval_batch_size": 2},
+                                      batch_size=2, slow=True),
 }
