@@ -105,6 +105,20 @@ TARGETS: dict[str, Targets] = {
         step_budget=3_600,
         eval_every_steps=100,
     ),
+    # CPU-scale variant on a generated language pair. Budget in steps, evals
+    # every 100 steps; target by the calibration rule
+    # (scripts/calibrate_small.py, results/calibration/wmt_small*.csv).
+    "wmt_small": Targets(
+        metric="bleu",
+        direction="max",
+        validation=60.0,
+        test=60.0,
+        max_runtime_sec=math.inf,
+        step_hint=1_000,
+        eval_period_sec=10,
+        step_budget=1_000,
+        eval_every_steps=100,
+    ),
 }
 
 # (validation target, test target) per workload id of one family.
