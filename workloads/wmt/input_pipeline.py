@@ -144,10 +144,11 @@ def _open_split(data_dir: str, split: str, *, num_examples: int | None,
     raise spec.UsageError(
         f"no prepared {name} under {data_dir!r} (looked in {builder.data_dir}); "
         f"{how_to_prepare()}")
+  total = builder.info.splits[tfds_split].num_examples
+  if num_examples is not None:  # all of a shorter split
+    num_examples = min(total, num_examples)
   if skip:
-    total = builder.info.splits[tfds_split].num_examples
-    if num_examples is not None:
-      total = min(total, num_examples)
+    total = total if num_examples is None else num_examples
     start, stop = _even_shard(total, shard_index, num_shards)
     tfds_split = f"{tfds_split}[{min(start + skip, stop)}:{stop}]"
   else:
