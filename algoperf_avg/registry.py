@@ -23,6 +23,7 @@ WORKLOADS: dict[str, str] = {
     "fastmri": "workloads.fastmri.workload:FastMRIWorkload",
     "imagenet_vit": "workloads.imagenet_vit.workload:ImagenetVitWorkload",
     "ogbg": "workloads.ogbg.workload:OgbgWorkload",
+    "wmt": "workloads.wmt.workload:WmtWorkload",
     "librispeech_conformer":
         "workloads.librispeech_conformer.workload:LibriSpeechConformerWorkload",
 }

@@ -81,3 +81,44 @@ def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
   monkeypatch.delenv(data.CACHE_ENV)
   monkeypatch.setenv("HOME", str(tmp_path / "home"))
   assert data.cache_dir("x") == str(tmp_path / "home" / ".cache" / "algoperf_avg" / "x")
+
+
+def test_cache_dir_is_keyed_by_the_config(monkeypatch, tmp_path):
+  monkeypatch.setenv(data.CACHE_ENV, str(tmp_path))
+  first = data.cache_dir("toy", {"seed": 0, "n": 3})
+  assert first.startswith(str(tmp_path / "toy-"))
+  assert data.cache_dir("toy", {"n": 3, "seed": 0}) == first
+  assert data.cache_dir("toy", {"seed": 1, "n": 3}) != first
+
+
+def test_build_once_builds_one_complete_folder(tmp_path):
+  calls = []
+
+  def build(folder):
+    calls.append(folder)
+    with open(f"{folder}/done", "w") as f:
+      f.write("yes")
+
+  target = str(tmp_path / "cache" / "set")
+  assert data.build_once(target, build) == target
+  assert data.build_once(target, build) == target
+  assert len(calls) == 1 and open(f"{target}/done").read() == "yes"
+
+  def broken(folder):
+    open(f"{folder}/half", "w").close()
+    raise RuntimeError("interrupted")
+
+  with pytest.raises(RuntimeError):
+    data.build_once(str(tmp_path / "cache" / "other"), broken)
+  assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["set"]  # no debris
+
+  def lost_race(folder):  # another process renames its folder into place first
+    build(folder)
+    build_dir = tmp_path / "cache" / "raced"
+    build_dir.mkdir()
+    (build_dir / "done").write_text("theirs")
+
+  raced = str(tmp_path / "cache" / "raced")
+  assert data.build_once(raced, lost_race) == raced
+  assert open(f"{raced}/done").read() == "theirs"
+  assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["raced", "set"]

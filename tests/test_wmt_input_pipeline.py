@@ -222,3 +222,67 @@ def test_setup_data_skips_prepared_datasets_and_trains_the_missing_tokenizer(
   trained = input_pipeline.load_tokenizer(tmp_path)
   pieces = [trained.id_to_piece(i) for i in range(trained.get_piece_size())]
   assert pieces == [data["tokenizer"].id_to_piece(i) for i in range(200)]
+
+
+def _same_batches(a, b):
+  assert a.keys() == b.keys()
+  for key in a:
+    np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_train_stream_is_shuffle_then_pack_then_batch_across_epochs(data):
+  tokenizer = data["tokenizer"]
+  pairs = lambda: input_pipeline.read_pairs(data["root"], "train")  # noqa: E731
+  epochs = itertools.chain.from_iterable(
+      input_pipeline.shuffle(input_pipeline.tokenize_pairs(pairs(), tokenizer, 64),
+                             16, (1, epoch)) for epoch in itertools.count())
+  expected = input_pipeline.stack_rows(input_pipeline.pack_pairs(epochs, 64), 4,
+                                       drop_remainder=True)
+  stream = input_pipeline.TrainStream(data["root"], tokenizer, 4, 1, max_length=64,
+                                      shuffle_buffer_size=16)
+  for want in itertools.islice(expected, 60):  # > 2 epochs
+    got = next(stream)
+    _same_batches(want, got)
+
+
+@pytest.mark.parametrize("taken", [1, 17, 41])  # mid-epoch, across epoch ends
+def test_train_stream_resumes_with_the_next_batch(data, tmp_path, taken, monkeypatch):
+  tokenizer = data["tokenizer"]
+  options = dict(max_length=64, shuffle_buffer_size=16, shard_index=1, num_shards=2)
+  unbroken = input_pipeline.TrainStream(data["root"], tokenizer, 4, 3, **options)
+  for _ in range(taken):
+    next(unbroken)
+  state = unbroken.checkpoint(str(tmp_path))
+  expected = [next(unbroken) for _ in range(25)]
+  skips = []
+  real = input_pipeline.read_pairs
+  monkeypatch.setattr(input_pipeline, "read_pairs",
+                      lambda *a, **k: skips.append(k.get("skip", 0)) or real(*a, **k))
+  resumed = input_pipeline.TrainStream(data["root"], tokenizer, 4, 3, start=state,
+                                       **options)
+  for want in expected:
+    _same_batches(want, next(resumed))
+  assert skips[0] == unbroken_read_at(state)  # reopened at the saved offset
+  with pytest.raises(ValueError, match="another stream"):
+    input_pipeline.TrainStream(data["root"], tokenizer, 4, 4, start=state, **options)
+
+
+def unbroken_read_at(state):
+  import json
+
+  with np.load(state["file"]) as saved:
+    return json.loads(str(saved["meta"]))["read"]
+
+
+def test_train_stream_shards_split_the_pairs_as_tfds_even_splits(data):
+  sizes = [input_pipeline.num_pairs(data["root"], "train", shard_index=i, num_shards=3)
+           for i in range(3)]
+  assert sizes == [100, 100, 100]
+  assert list(input_pipeline.read_pairs(data["root"], "train", shard_index=1,
+                                        num_shards=3, skip=98)) == data["train"][198:200]
+  # The same shard as tfds.even_splits (which reads the split when skip is 0).
+  shard = list(input_pipeline.read_pairs(data["root"], "test", shard_index=1, num_shards=2))
+  assert list(input_pipeline.read_pairs(data["root"], "test", shard_index=1, num_shards=2,
+                                        skip=1)) == shard[1:]
+  assert input_pipeline._even_shard(10, 2, 3) == (7, 10)
+  assert input_pipeline._even_shard(10, 0, 3) == (0, 4)

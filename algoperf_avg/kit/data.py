@@ -16,8 +16,12 @@ short: the evaluation engine pads them (`algoperf_avg.evaluation.engine`).
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -26,24 +30,11 @@ import numpy as np
 
 from algoperf_avg import spec
 
-# Per-example mask the evaluation engine adds to padded batches (1 real, 0 padding).
-VALID = "valid"
-# Where generated datasets that live on disk are kept (default ~/.cache/algoperf_avg).
+# Where generated datasets are kept (``$ALGOPERF_AVG_CACHE``, else ~/.cache/algoperf_avg).
 CACHE_ENV = "ALGOPERF_AVG_CACHE"
 
-
-def cache_dir(name: str) -> str:
-  """The folder for generated data called ``name``: ``$ALGOPERF_AVG_CACHE/name``.
-
-  Small variants whose data goes through their real on-disk reader write it
-  here once (deterministic from their config, so any copy is as good as
-  another); without the variable, under ``~/.cache/algoperf_avg``.
-  """
-  root = os.environ.get(CACHE_ENV) or os.path.join(
-      os.path.expanduser("~"), ".cache", "algoperf_avg")
-  return os.path.join(root, name)
-
-
+# Per-example mask the evaluation engine adds to padded batches (1 real, 0 padding).
+VALID = "valid"
 def seed_from_rng(rng: jax.Array) -> int:
   """A non-negative int32 seed drawn from a JAX key (typed or raw)."""
   return int(jax.random.randint(rng, (), 0, np.iinfo(np.int32).max))
@@ -304,3 +295,47 @@ def tfds_numpy(dataset: Any) -> Iterator[Any]:
   import tensorflow_datasets as tfds
 
   return iter(tfds.as_numpy(dataset))
+
+
+def cache_dir(name: str, config: Any = None) -> str:
+  """The cache folder of a generated dataset: ``<cache>/<name>-<hash of config>``.
+
+  ``<cache>`` is ``$ALGOPERF_AVG_CACHE``, else ``~/.cache/algoperf_avg``.
+  ``config`` is JSON-serialisable (a dataclass is turned into a dict), so a
+  change of the config gets a fresh folder and never reads stale files;
+  without one the folder is ``<cache>/<name>`` (the caller keys ``name``).
+  """
+  import dataclasses
+
+  root = os.environ.get(CACHE_ENV) or os.path.join(
+      os.path.expanduser("~"), ".cache", "algoperf_avg")
+  if config is None:
+    return os.path.join(root, name)
+  if dataclasses.is_dataclass(config):
+    config = dataclasses.asdict(config)
+  digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+  return os.path.join(root, f"{name}-{digest}")
+
+
+def build_once(path: str, build: Callable[[str], Any]) -> str:
+  """``path``, built the first time by ``build(folder)``; returns ``path``.
+
+  ``build`` writes into a fresh sibling folder that is then renamed to
+  ``path`` in one step, so an interrupted build leaves nothing at ``path``
+  and processes building at once all end with one complete folder.
+  """
+  if os.path.isdir(path):
+    return path
+  parent = os.path.dirname(os.path.abspath(path))
+  os.makedirs(parent, exist_ok=True)
+  scratch = tempfile.mkdtemp(prefix=os.path.basename(path) + ".partial-", dir=parent)
+  try:
+    build(scratch)
+    try:
+      os.rename(scratch, path)
+    except OSError:
+      if not os.path.isdir(path):  # not a lost race: a real failure
+        raise
+  finally:
+    shutil.rmtree(scratch, ignore_errors=True)
+  return path

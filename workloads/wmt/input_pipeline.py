@@ -31,9 +31,10 @@ TFDS files and is imported lazily.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -70,26 +71,32 @@ def how_to_prepare(workload: str = "wmt") -> str:
           f"--data_dir DATA_ROOT (it writes DATA_ROOT/{workload})")
 
 
+def data_problem(data_dir: str | os.PathLike) -> str | None:
+  """What is missing in a WMT data folder (None when prepared); cheap, reads nothing.
+
+  Looks for both TFDS datasets' ``dataset_info.json`` and the tokenizer.
+  """
+  data_dir = os.fspath(data_dir)
+  if not os.path.isdir(data_dir):
+    return f"no data folder {data_dir!r}"
+  for name in (TRAIN_DATASET, EVAL_DATASET):
+    folder = os.path.join(data_dir, *name.replace(":", "/").split("/"))
+    if not os.path.isfile(os.path.join(folder, "dataset_info.json")):
+      return f"no prepared {name} under {data_dir!r} (looked in {folder})"
+  if not os.path.isfile(os.path.join(data_dir, VOCAB_FILENAME)):
+    return f"no tokenizer {VOCAB_FILENAME!r} in {data_dir!r}"
+  return None
+
+
 def check_data(data_dir: str | os.PathLike | None, workload: str = "wmt") -> None:
   """Raises `spec.UsageError` unless ``data_dir`` holds prepared WMT data."""
   how_to = how_to_prepare(workload)
   if not data_dir:
     raise spec.UsageError(f"workload {workload} reads its data from a data dir; "
                           f"pass --data_dir; {how_to}")
-  data_dir = os.fspath(data_dir)
-  if not os.path.isdir(data_dir):
-    raise spec.UsageError(f"no data dir {data_dir!r} for workload {workload}; {how_to}")
-  import tensorflow_datasets as tfds  # Lazy: TensorFlow is slow to import.
-
-  for name in (TRAIN_DATASET, EVAL_DATASET):
-    builder = tfds.builder(name, data_dir=data_dir)
-    if not builder.is_prepared():
-      raise spec.UsageError(
-          f"no prepared {name} under {data_dir!r} (looked in {builder.data_dir}); "
-          f"{how_to}")
-  if not os.path.isfile(os.path.join(data_dir, VOCAB_FILENAME)):
-    raise spec.UsageError(
-        f"no tokenizer {VOCAB_FILENAME!r} in {data_dir!r}; {how_to}")
+  problem = data_problem(data_dir)
+  if problem:
+    raise spec.UsageError(f"{problem}; {how_to}")
 
 
 def setup_data(data_dir: str | os.PathLike, *, vocab_size: int = VOCAB_SIZE,
@@ -112,9 +119,19 @@ def setup_data(data_dir: str | os.PathLike, *, vocab_size: int = VOCAB_SIZE,
     train_tokenizer(data_dir, vocab_size=vocab_size, max_chars=max_chars)
 
 
+def _even_shard(num_examples: int, shard_index: int, num_shards: int) -> tuple[int, int]:
+  """``[start, stop)`` of `tfds.even_splits`'s shard (the first ones one longer)."""
+  base, extra = divmod(num_examples, num_shards)
+  start = shard_index * base + min(shard_index, extra)
+  return start, start + base + (shard_index < extra)
+
+
 def _open_split(data_dir: str, split: str, *, num_examples: int | None,
-                shard_index: int, num_shards: int) -> Any:
-  """The TFDS dataset of ``split`` (or this shard of it), in stored order."""
+                shard_index: int, num_shards: int, skip: int = 0) -> Any:
+  """The TFDS dataset of ``split`` (or this shard of it), in stored order.
+
+  ``skip`` starts that many pairs into it, reading nothing before them.
+  """
   import tensorflow as tf
   import tensorflow_datasets as tfds
 
@@ -127,10 +144,18 @@ def _open_split(data_dir: str, split: str, *, num_examples: int | None,
     raise spec.UsageError(
         f"no prepared {name} under {data_dir!r} (looked in {builder.data_dir}); "
         f"{how_to_prepare()}")
-  if num_examples is not None:
-    tfds_split = f"{tfds_split}[:{num_examples}]"
-  if num_shards > 1:
-    tfds_split = tfds.even_splits(tfds_split, num_shards)[shard_index]
+  total = builder.info.splits[tfds_split].num_examples
+  if num_examples is not None:  # all of a shorter split
+    num_examples = min(total, num_examples)
+  if skip:
+    total = total if num_examples is None else num_examples
+    start, stop = _even_shard(total, shard_index, num_shards)
+    tfds_split = f"{tfds_split}[{min(start + skip, stop)}:{stop}]"
+  else:
+    if num_examples is not None:
+      tfds_split = f"{tfds_split}[:{num_examples}]"
+    if num_shards > 1:
+      tfds_split = tfds.even_splits(tfds_split, num_shards)[shard_index]
   dataset = builder.as_dataset(split=tfds_split, shuffle_files=False)
   source, target = builder.info.supervised_keys  # ("de", "en")
   return dataset.map(lambda x: (x[source], x[target]))
@@ -143,6 +168,7 @@ def read_pairs(
     num_examples: int | None = None,
     shard_index: int = 0,
     num_shards: int = 1,
+    skip: int = 0,
 ) -> Iterator[tuple[str, str]]:
   """``(german, english)`` strings of a split, in stored order.
 
@@ -152,6 +178,7 @@ def read_pairs(
     num_examples: read only the first ``num_examples`` of the split.
     shard_index: this host's shard (`tfds.even_splits`) ...
     num_shards: ... of this many.
+    skip: start this many pairs into the (shard of the) split, in O(1).
 
   Raises:
     spec.UsageError: unknown split or unprepared dataset.
@@ -159,7 +186,7 @@ def read_pairs(
   import tensorflow_datasets as tfds
 
   dataset = _open_split(os.fspath(data_dir), split, num_examples=num_examples,
-                        shard_index=shard_index, num_shards=num_shards)
+                        shard_index=shard_index, num_shards=num_shards, skip=skip)
   for sources, targets in tfds.as_numpy(dataset.batch(_READ_CHUNK)):
     for source, target in zip(sources, targets, strict=True):
       yield source.decode("utf-8"), target.decode("utf-8")
@@ -236,13 +263,8 @@ def tokenize_pairs(
   A pair is dropped when either side has more than ``max_length`` tokens
   (EOS included), as AlgoPerf filters every split.
   """
-  iterator = iter(pairs)
-  while chunk := list(itertools.islice(iterator, _READ_CHUNK)):
-    sources = tokenizer.encode([s for s, _ in chunk], add_eos=True)
-    targets = tokenizer.encode([t for _, t in chunk], add_eos=True)
-    for source, target in zip(sources, targets, strict=True):
-      if max(len(source), len(target)) <= max_length:
-        yield np.asarray(source, np.int32), np.asarray(target, np.int32)
+  return (pair for pair in _tokenize_or_none(pairs, tokenizer, max_length)
+          if pair is not None)
 
 
 def shuffle(items: Iterable[Any], buffer_size: int, seed: int | Sequence[int]
@@ -344,6 +366,170 @@ def stack_rows(rows: Iterable[Batch], batch_size: int, *, drop_remainder: bool,
     yield batch
 
 
+def num_pairs(data_dir: str | os.PathLike, split: str, *, shard_index: int = 0,
+              num_shards: int = 1) -> int:
+  """Pairs stored in this shard of ``split`` (before the length filter)."""
+  import tensorflow_datasets as tfds
+
+  name, tfds_split = SPLITS[split]
+  builder = tfds.builder(name, data_dir=os.fspath(data_dir))
+  start, stop = _even_shard(builder.info.splits[tfds_split].num_examples,
+                            shard_index, num_shards)
+  return stop - start
+
+
+class TrainStream:
+  """Packed training batches of this host's shard, forever, resumable in O(1).
+
+  Epoch ``e`` reads the train split in stored order and shuffles it (as
+  `shuffle`, seed ``(seed, e)``); packing (`pack_pairs`) and batching run
+  across epoch boundaries, as AlgoPerf's ``shuffle -> repeat -> pack ->
+  batch``. Pairs are taken from the shuffle ``max_length`` at a time (one
+  packing chunk), so between batches the whole position is: the epoch, the
+  pairs read from it, the shuffle's generator and buffer, and the packed rows
+  not yet batched. `checkpoint` writes that to a file; a stream started from
+  it reads the split from the saved offset (a TFDS slice) and continues with
+  the very next batch.
+  """
+
+  def __init__(
+      self,
+      data_dir: str | os.PathLike,
+      tokenizer: Any,
+      batch_size: int,
+      seed: int,
+      *,
+      max_length: int = MAX_LENGTH,
+      shuffle_buffer_size: int = SHUFFLE_BUFFER_SIZE,
+      shard_index: int = 0,
+      num_shards: int = 1,
+      start: Mapping[str, Any] | None = None,
+  ):
+    self._data_dir = os.fspath(data_dir)
+    self._tokenizer = tokenizer
+    self._batch_size, self._seed = batch_size, seed
+    self._max_length, self._buffer_size = max_length, shuffle_buffer_size
+    self._shard = (shard_index, num_shards)
+    self._size = num_pairs(data_dir, "train", shard_index=shard_index,
+                           num_shards=num_shards)
+    if self._size == 0:
+      raise spec.UsageError(f"the train split in {self._data_dir!r} has no pairs "
+                            f"for shard {shard_index} of {num_shards}")
+    self._buffer: list[Pair] = []
+    self._rows: list[Batch] = []
+    if start is None:
+      self._epoch, self._read, self._draining = 0, 0, False
+      self._rng = np.random.default_rng((seed, 0))
+    else:
+      self._restore(start)
+    self._source = self._open()
+
+  # ----- the shuffled pair stream ------------------------------------------------
+
+  def _open(self) -> Iterator[Pair | None]:
+    """Tokenized pairs (None: too long) from ``self._read`` of this epoch."""
+    if self._read >= self._size:
+      return iter(())
+    pairs = read_pairs(self._data_dir, "train", shard_index=self._shard[0],
+                       num_shards=self._shard[1], skip=self._read)
+    return _tokenize_or_none(pairs, self._tokenizer, self._max_length)
+
+  def _next_pair(self) -> Pair:
+    while True:
+      if not self._draining:
+        pair = next(self._source, _END)
+        if pair is _END:
+          self._draining = True
+          continue
+        self._read += 1
+        if pair is None:
+          continue
+        if len(self._buffer) < self._buffer_size:
+          self._buffer.append(pair)
+          continue
+        index = int(self._rng.integers(self._buffer_size))
+        out, self._buffer[index] = self._buffer[index], pair
+        return out
+      if self._buffer:
+        index = int(self._rng.integers(len(self._buffer)))
+        self._buffer[index], self._buffer[-1] = self._buffer[-1], self._buffer[index]
+        return self._buffer.pop()
+      if self._read == 0:
+        raise spec.UsageError(f"no train pair in {self._data_dir!r} is at most "
+                              f"{self._max_length} tokens long")
+      self._epoch, self._read, self._draining = self._epoch + 1, 0, False
+      self._rng = np.random.default_rng((self._seed, self._epoch))
+      self._source = self._open()
+
+  # ----- batches -------------------------------------------------------------------
+
+  def __iter__(self) -> TrainStream:
+    return self
+
+  def __next__(self) -> Batch:
+    while len(self._rows) < self._batch_size:
+      chunk = [self._next_pair() for _ in range(self._max_length)]
+      self._rows.extend(pack_pairs(chunk, self._max_length))
+    rows, self._rows = self._rows[: self._batch_size], self._rows[self._batch_size :]
+    return next(stack_rows(rows, self._batch_size, drop_remainder=True))
+
+  # ----- position ------------------------------------------------------------------
+
+  def checkpoint(self, directory: str) -> dict[str, Any]:
+    """Writes the position to ``directory/wmt_train_<shard>.npz``; returns its path."""
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, f"wmt_train_{self._shard[0]}.npz")
+    meta = {"epoch": self._epoch, "read": self._read, "draining": self._draining,
+            "rng": self._rng.bit_generator.state, "seed": self._seed,
+            "batch_size": self._batch_size, "max_length": self._max_length}
+    sides = {}
+    for side in range(2):
+      parts = [pair[side] for pair in self._buffer]
+      sides[f"buffer_{side}"] = np.concatenate(parts) if parts else np.zeros(0, np.int32)
+      sides[f"lengths_{side}"] = np.array([p.size for p in parts], np.int64)
+    rows = {f"row_{key}": np.stack([r[key] for r in self._rows]) if self._rows else
+            np.zeros((0, self._max_length), np.int32)
+            for key in TRAIN_KEYS if key != "weights"}
+    partial = path + ".partial.npz"
+    np.savez(partial, meta=np.array(json.dumps(meta)), **sides, **rows)
+    os.replace(partial, path)
+    return {"file": path}
+
+  def _restore(self, start: Mapping[str, Any]) -> None:
+    with np.load(start["file"]) as saved:
+      meta = json.loads(str(saved["meta"]))
+      if (meta["seed"], meta["max_length"]) != (self._seed, self._max_length):
+        raise ValueError(f"the input state {start['file']} is of another stream")
+      self._epoch, self._read, self._draining = (
+          meta["epoch"], meta["read"], meta["draining"])
+      self._rng = np.random.default_rng()
+      self._rng.bit_generator.state = meta["rng"]
+      sides = [np.split(saved[f"buffer_{side}"], np.cumsum(saved[f"lengths_{side}"])[:-1])
+               if saved[f"lengths_{side}"].size else [] for side in range(2)]
+      self._buffer = [(a.astype(np.int32), b.astype(np.int32))
+                      for a, b in zip(*sides, strict=True)]
+      keys = [key for key in TRAIN_KEYS if key != "weights"]
+      count = saved[f"row_{keys[0]}"].shape[0]
+      self._rows = [{key: saved[f"row_{key}"][i] for key in keys} for i in range(count)]
+
+
+_END = object()
+
+
+def _tokenize_or_none(pairs: Iterable[tuple[str, str]], tokenizer: Any,
+                      max_length: int) -> Iterator[Pair | None]:
+  """`tokenize_pairs`, but one item per input pair: None where it is dropped."""
+  iterator = iter(pairs)
+  while chunk := list(itertools.islice(iterator, _READ_CHUNK)):
+    sources = tokenizer.encode([s for s, _ in chunk], add_eos=True)
+    targets = tokenizer.encode([t for _, t in chunk], add_eos=True)
+    for source, target in zip(sources, targets, strict=True):
+      if max(len(source), len(target)) <= max_length:
+        yield np.asarray(source, np.int32), np.asarray(target, np.int32)
+      else:
+        yield None
+
+
 def train_batches(
     data_dir: str | os.PathLike,
     tokenizer: Any,
@@ -354,21 +540,12 @@ def train_batches(
     shuffle_buffer_size: int = SHUFFLE_BUFFER_SIZE,
     shard_index: int = 0,
     num_shards: int = 1,
-) -> Iterator[Batch]:
-  """Packed training batches of this host's shard, forever.
-
-  Epoch ``e`` reads the train split in stored order and shuffles it with the
-  seed ``(seed, e)``; packing runs across epoch boundaries, as AlgoPerf's
-  ``shuffle -> repeat -> pack -> batch``.
-  """
-  def epoch(index: int) -> Iterator[Pair]:
-    pairs = read_pairs(data_dir, "train", shard_index=shard_index,
-                       num_shards=num_shards)
-    return shuffle(tokenize_pairs(pairs, tokenizer, max_length),
-                   shuffle_buffer_size, (seed, index))
-
-  stream = itertools.chain.from_iterable(map(epoch, itertools.count()))
-  return stack_rows(pack_pairs(stream, max_length), batch_size, drop_remainder=True)
+    start: Mapping[str, Any] | None = None,
+) -> TrainStream:
+  """Packed training batches of this host's shard, forever (a `TrainStream`)."""
+  return TrainStream(data_dir, tokenizer, batch_size, seed, max_length=max_length,
+                     shuffle_buffer_size=shuffle_buffer_size, shard_index=shard_index,
+                     num_shards=num_shards, start=start)
 
 
 def eval_batches(
