@@ -21,6 +21,7 @@ from algoperf_avg import spec
 # name -> "module:Class". Every workload has the sizes listed by its class.
 WORKLOADS: dict[str, str] = {
     "ogbg": "workloads.ogbg.workload:OgbgWorkload",
+    "criteo1tb": "workloads.criteo1tb.workload:Criteo1TbWorkload",
 }
 
 

@@ -105,6 +105,20 @@ TARGETS: dict[str, Targets] = {
         step_budget=3_600,
         eval_every_steps=100,
     ),
+    # CPU-scale variant on generated click logs in the real TSV format. Budget
+    # in steps; target by the calibration rule (scripts/calibrate_small.py,
+    # results/calibration/criteo1tb_small*.csv).
+    "criteo1tb_small": Targets(
+        metric="loss",
+        direction="min",
+        validation=0.100,
+        test=0.100,
+        max_runtime_sec=math.inf,
+        step_hint=2_000,
+        eval_every_steps=100,
+        eval_period_sec=10,
+        step_budget=2_000,
+    ),
 }
 
 # (validation target, test target) per workload id of one family.

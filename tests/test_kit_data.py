@@ -73,3 +73,45 @@ def test_pad_batch_errors():
     data.pad_batch({"a": np.zeros((9,))}, 8)
   with pytest.raises(ValueError, match="lacks"):
     data.pad_batch({"a": np.zeros((2,))}, 8, {"b": 1})
+
+
+def test_cache_dir_depends_on_the_config(tmp_path, monkeypatch):
+  import dataclasses
+
+  @dataclasses.dataclass(frozen=True)
+  class Config:
+    size: int = 3
+
+  monkeypatch.setenv(data.CACHE_ENV, str(tmp_path))
+  first = data.cache_dir("toy", Config())
+  assert first.startswith(str(tmp_path / "toy-"))
+  assert data.cache_dir("toy", Config()) == first
+  assert data.cache_dir("toy", Config(size=4)) != first
+  assert data.cache_dir("toy", {"version": 2, "config": {"size": 3}}) != first
+
+
+def test_build_once_builds_once_and_leaves_nothing_half_written(tmp_path):
+  import os
+
+  calls = []
+
+  def write(folder):
+    calls.append(folder)
+    with open(os.path.join(folder, "lines"), "w") as f:
+      f.write("complete")
+
+  path = str(tmp_path / "cache" / "toy")
+  assert data.build_once(path, write) == path
+  assert data.build_once(path, write) == path
+  assert len(calls) == 1
+  with open(os.path.join(path, "lines")) as f:
+    assert f.read() == "complete"
+
+  def broken(folder):
+    with open(os.path.join(folder, "lines"), "w") as f:
+      f.write("half")
+    raise RuntimeError("interrupted")
+
+  with pytest.raises(RuntimeError):
+    data.build_once(str(tmp_path / "cache" / "other"), broken)
+  assert os.listdir(tmp_path / "cache") == ["toy"]

@@ -12,12 +12,20 @@ Two kinds of input feed a workload:
 
 `stack_examples` groups per-example dicts into batches. Eval batches may be
 short: the evaluation engine pads them (`algoperf_avg.evaluation.engine`).
+
+Small variants whose generated data goes through a real on-disk reader write
+it once into the cache: ``build_once(cache_dir(name, config), write)``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import itertools
+import json
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -28,6 +36,46 @@ from algoperf_avg import spec
 
 # Per-example mask the evaluation engine adds to padded batches (1 real, 0 padding).
 VALID = "valid"
+# Where generated datasets are kept (``$ALGOPERF_AVG_CACHE``, else ~/.cache/algoperf_avg).
+CACHE_ENV = "ALGOPERF_AVG_CACHE"
+
+
+def cache_dir(name: str, config: Any) -> str:
+  """The cache folder of a generated dataset: ``<cache>/<name>-<hash of config>``.
+
+  ``config`` is JSON-serialisable (a dataclass is turned into a dict), so a
+  change of the config gets a fresh folder and never reads stale files.
+  """
+  if dataclasses.is_dataclass(config):
+    config = dataclasses.asdict(config)
+  digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+  root = os.environ.get(CACHE_ENV) or os.path.join(
+      os.path.expanduser("~"), ".cache", "algoperf_avg")
+  return os.path.join(root, f"{name}-{digest}")
+
+
+def build_once(path: str, build: Callable[[str], Any]) -> str:
+  """``path``, built the first time by ``build(folder)``; returns ``path``.
+
+  ``build`` writes into a fresh sibling folder that is then renamed to
+  ``path`` in one step, so an interrupted build leaves nothing at ``path``
+  and processes building at once all end with one complete folder.
+  """
+  if os.path.isdir(path):
+    return path
+  parent = os.path.dirname(os.path.abspath(path))
+  os.makedirs(parent, exist_ok=True)
+  scratch = tempfile.mkdtemp(prefix=os.path.basename(path) + ".partial-", dir=parent)
+  try:
+    build(scratch)
+    try:
+      os.rename(scratch, path)
+    except OSError:
+      if not os.path.isdir(path):  # not a lost race: a real failure
+        raise
+  finally:
+    shutil.rmtree(scratch, ignore_errors=True)
+  return path
 
 
 def seed_from_rng(rng: jax.Array) -> int:
