@@ -106,13 +106,15 @@ TARGETS: dict[str, Targets] = {
         eval_every_steps=100,
     ),
     # CPU-scale variant on generated click logs in the real TSV format. Budget
-    # in steps; target by the calibration rule (scripts/calibrate_small.py,
-    # results/calibration/criteo1tb_small*.csv).
+    # in steps. The calibration rule cannot be met (results/calibration/
+    # README.md): a constant LR does as well as cosine here. The target is
+    # where cosine first gets in every seed at 60-80% of step_hint
+    # (results/calibration/criteo1tb_small*.csv).
     "criteo1tb_small": Targets(
         metric="loss",
         direction="min",
-        validation=0.100,
-        test=0.100,
+        validation=0.0985,
+        test=0.0925,
         max_runtime_sec=math.inf,
         step_hint=2_000,
         eval_every_steps=100,

@@ -19,12 +19,16 @@ workload's current target:
 writes results/calibration/<workload_id>.csv (one row per run and eval: the
 curves) and <workload_id>_check.csv (per seed: where the current target is
 first reached, and the verdict). Exit code 1 when the current target breaks
-the rule.
+the rule. ``--from_csv`` re-checks a changed target on the curves already
+written (no training):
+
+  .venv/bin/python scripts/calibrate_small.py --workload=criteo1tb --from_csv
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import statistics
 import sys
@@ -73,18 +77,27 @@ def main() -> int:
   parser.add_argument("--size", default="small")
   parser.add_argument("--seeds", default="0,1,2")
   parser.add_argument("--out", default=os.path.join(ROOT, "results", "calibration"))
+  parser.add_argument("--from_csv", action="store_true",
+                      help="check the target on the curves in <out>/<id>.csv, no training")
   args = parser.parse_args()
   workload = registry.get_workload(args.workload, args.size)
   metric = f"validation/{workload.target_metric_name}"
+  best = max if workload.target_direction == "max" else min
   seeds = [int(s) for s in args.seeds.split(",")]
   runs = {}
+  if args.from_csv:
+    with open(os.path.join(args.out, f"{workload.workload_id}.csv")) as f:
+      for r in csv.DictReader(f):
+        runs.setdefault(r["run"], []).append(
+            {"global_step": int(r["global_step"]), metric: float(r[metric])})
+    return check(workload, runs, args.out, metric)
   for seed in seeds:
     runs[f"cosine_seed{seed}"] = train(workload, seed, "cosine")
     print(f"cosine seed {seed}: final {metric} {runs[f'cosine_seed{seed}'][-1][metric]:.4f}",
           flush=True)
   runs["constant"] = train(workload, seeds[0], "constant")
   print(f"constant seed {seeds[0]}: best {metric} "
-        f"{max(r[metric] for r in runs['constant']):.4f}", flush=True)
+        f"{best(r[metric] for r in runs['constant']):.4f}", flush=True)
 
   test_metric = f"test/{workload.target_metric_name}"
   curves = [{"run": name, "global_step": r["global_step"], metric: r[metric],
@@ -93,7 +106,11 @@ def main() -> int:
   os.makedirs(args.out, exist_ok=True)
   logs.atomic_write_text(os.path.join(args.out, f"{workload.workload_id}.csv"),
                          logs.format_csv(curves))
+  return check(workload, runs, args.out, metric)
 
+
+def check(workload, runs, out: str, metric: str) -> int:
+  """Feasible targets, and the current target's verdict (written to <id>_check.csv)."""
   hint = workload.step_hint
   candidates = sorted({r[metric] for name, rows in runs.items() if name != "constant"
                        for r in rows})
@@ -117,7 +134,7 @@ def main() -> int:
   check = [{"run": name, "target": current, "first_reach_step": step,
             "fraction_of_step_hint": None if step is None else step / hint,
             "rule_ok": ok} for name, step in reach.items()]
-  logs.atomic_write_text(os.path.join(args.out, f"{workload.workload_id}_check.csv"),
+  logs.atomic_write_text(os.path.join(out, f"{workload.workload_id}_check.csv"),
                          logs.format_csv(check))
   print(f"current target {current}: " + ", ".join(
       f"{n} {'never' if s is None else f'{s / hint:.0%}'}" for n, s in reach.items())

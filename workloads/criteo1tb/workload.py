@@ -76,10 +76,10 @@ SMALL = CriteoConfig(
     mlp_top_dims=model.SMALL_WIDTHS["mlp_top_dims"],
     embed_dim=model.SMALL_WIDTHS["embed_dim"],
     num_train_examples=len(input_pipeline.TRAIN_DAYS) * SMALL_DATA.train_lines_per_day,
-    num_eval_train_examples=len(input_pipeline.VALIDATION_SHARDS) * SMALL_DATA.lines_per_shard,
+    num_eval_train_examples=8_192,
     num_validation_examples=len(input_pipeline.VALIDATION_SHARDS) * SMALL_DATA.lines_per_shard,
     num_test_examples=len(input_pipeline.TEST_SHARDS) * SMALL_DATA.lines_per_shard,
-    eval_batch_size=8_192, train_batch_size=512,
+    eval_batch_size=8_192, train_batch_size=256,
     # See results/calibration/README.md (criteo1tb_small).
     reference_hparams={
         "learning_rate": 0.003,
