@@ -9,11 +9,13 @@ target itself was calibrated by scripts/calibrate_small.py.
 from __future__ import annotations
 
 import jax
+import pytest
 
 from algoperf_avg import registry
 from algoperf_avg.training import runner
 
 
+@pytest.mark.slow  # about 2 minutes on 2 cores
 def test_nadamw_reaches_the_small_target_within_the_step_hint():
   workload = registry.get_workload("ogbg", "small")
   sub = registry.load_submission("nadamw")

@@ -154,23 +154,42 @@ def test_keeps_training_past_target_without_flag():
   assert [r["global_step"] for r in result.eval_rows] == [20, 40, 60]
 
 
-def test_stops_at_budget_with_a_final_eval():
-  workload = ToyWorkload(validation_target=2.0, max_runtime_sec=0.5,
-                         eval_period_sec=1000.0)
-  sub = _algoperf_submission(lambda p: (time.sleep(0.1), p)[1])
-  result = _train(workload, sub)
-  assert 0.5 <= result.accumulated_submission_time < 0.5 + 0.3
-  assert 4 <= result.global_step <= 7
-  # Time-based cadence: once after the first step, once at the end.
-  assert [r["global_step"] for r in result.eval_rows] == [1, result.global_step]
+def _virtual_clock(monkeypatch, step_seconds):
+  """The trial's clock as a counter that each training step advances.
+
+  Returns ``tick``, which a submission's update calls once per step.
+  """
+  from algoperf_avg.training import trial as trial_lib
+
+  clock = {"t": 0.0}
+  monkeypatch.setattr(trial_lib, "now", lambda: clock["t"])
+
+  def tick(params):
+    clock["t"] += step_seconds
+    return params
+
+  return tick
 
 
-def test_self_tuning_budget_multiplier():
-  workload = ToyWorkload(validation_target=2.0, max_runtime_sec=0.2,
-                         eval_period_sec=1000.0)
-  sub = _algoperf_submission(lambda p: (time.sleep(0.05), p)[1])
-  result = _train(workload, sub, budget_multiplier=1.5)
-  assert 0.3 <= result.accumulated_submission_time < 0.3 + 0.2
+@pytest.mark.parametrize("multiplier", [1.0, 1.5])
+def test_budget_is_checked_at_evals_as_algoperf(tmp_path, monkeypatch, multiplier):
+  """AlgoPerf checks the budget when an eval is due: the run ends at the first
+  due eval whose submission time is past it, without evaluating
+  (``--ruleset=self``: 1.5x the budget)."""
+  tick = _virtual_clock(monkeypatch, step_seconds=0.1)
+  workload = ToyWorkload(validation_target=2.0, max_runtime_sec=1.0,
+                         eval_period_sec=0.35)
+  result = _train(workload, _algoperf_submission(tick), tmp_path,
+                  budget_multiplier=multiplier)
+  budget = multiplier * workload.max_allowed_runtime_sec
+  scores = [r["score"] for r in result.eval_rows]
+  assert result.status == "completed" and not result.reached_target
+  spent = result.accumulated_submission_time
+  assert scores[-1] < budget <= spent  # the eval past the budget did not run ...
+  assert spent - scores[-1] == pytest.approx(0.4)  # ... and came one period later
+  # Evals come one period apart on the clock (steps are 0.1 s, the period 0.35 s).
+  steps = [r["global_step"] for r in result.eval_rows]
+  assert steps[0] == 1 and all(b - a == 4 for a, b in zip(steps[1:], steps[2:]))
 
 
 def test_log_layout_and_columns(tmp_path):
@@ -185,7 +204,7 @@ def test_log_layout_and_columns(tmp_path):
                                       flags={"workload": "toy"}))
   files = sorted(os.listdir(trial))
   assert files == ["checkpoints", "eval_measurements.csv", "flags_0.json", "hparams.json",
-                   "input_state", "meta_data_0.json", "status.json"]
+                   "input_state", "measurements.csv", "meta_data_0.json", "status.json"]
   with open(os.path.join(trial, "eval_measurements.csv")) as f:
     header = next(csv.reader(f))
   assert header[:7] == ["global_step", "preemption_count", "score",
