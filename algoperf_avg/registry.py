@@ -20,6 +20,7 @@ from algoperf_avg import spec
 
 # name -> "module:Class". Every workload has the sizes listed by its class.
 WORKLOADS: dict[str, str] = {
+    "criteo1tb": "workloads.criteo1tb.workload:Criteo1TbWorkload",
     "fastmri": "workloads.fastmri.workload:FastMRIWorkload",
     "imagenet_vit": "workloads.imagenet_vit.workload:ImagenetVitWorkload",
     "ogbg": "workloads.ogbg.workload:OgbgWorkload",

@@ -105,6 +105,22 @@ TARGETS: dict[str, Targets] = {
         step_budget=3_600,
         eval_every_steps=100,
     ),
+    # CPU-scale variant on generated click logs in the real TSV format. Budget
+    # in steps. The calibration rule cannot be met (results/calibration/
+    # README.md): a constant LR does as well as cosine here. The target is
+    # where cosine first gets in every seed at 60-80% of step_hint
+    # (results/calibration/criteo1tb_small*.csv).
+    "criteo1tb_small": Targets(
+        metric="loss",
+        direction="min",
+        validation=0.0985,
+        test=0.0925,
+        max_runtime_sec=math.inf,
+        step_hint=2_000,
+        eval_every_steps=100,
+        eval_period_sec=10,
+        step_budget=2_000,
+    ),
     # CPU-scale ViT on generated 32 px shapes and textures; budget in steps.
     # NOT calibrated by the rule yet (results/calibration/imagenet_vit_small*.csv):
     # NadamW's cosine reaches 0.48 at 70/80/85% of step_hint (seeds 0-2), but

@@ -2,11 +2,13 @@
 
   .venv/bin/python benchmarks/memory_report.py [--out results/benchmarks/memory_report.txt]
 
-Cases: full OGBG with NadamW and NadamW+LAWA(L=20); a toy with Criteo's
-4,194,304 x 128 embedding table (tests/toy.py:EmbeddingToy) with NadamW+LAWA
-(L=20), its buffers split over the devices (the default placement), with the
-table replicated and with its rows sharded. Each device count runs in its own
-process (XLA fixes the CPU device count at start-up). Nothing is allocated.
+Cases: full OGBG with NadamW and NadamW+LAWA(L=20); full Criteo 1TB
+(DLRM-small, its 4,194,304 x 128 table, AlgoPerf's batch of 262,144) with
+NadamW, NadamW+EMA and NadamW+LAWA(L=20), the averages with and without
+``offload`` (buffers in host memory). The table's rows are sharded over the
+devices (the workload's param_partition_specs), and so are its moments and
+the averaging buffers. Each device count runs in its own process (XLA fixes
+the CPU device count at start-up). Nothing is allocated.
 """
 
 from __future__ import annotations
@@ -19,35 +21,24 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 CHILD = """
-import dataclasses, sys
-import jax
-from jax.sharding import PartitionSpec
 from algoperf_avg import registry
 from algoperf_avg.training import memory, runner, sharding
-from tests.toy import EmbeddingToy
-from workloads.ogbg.workload import OgbgWorkload
-
-class RowShardedToy(EmbeddingToy):
-  def param_partition_specs(self):
-    return {"embedding_table": PartitionSpec("batch", None),
-            "Dense_0": {"kernel": None, "bias": None}}
 
 mesh = sharding.make_mesh()
-cases = [(OgbgWorkload("full"), "nadamw", {}), (OgbgWorkload("full"), "nadamw_lawa",
-         {"lawa_window": 20}), (EmbeddingToy(), "nadamw_lawa", {"lawa_window": 20})]
-if jax.device_count() > 1:
-  cases.append((RowShardedToy(), "nadamw_lawa", {"lawa_window": 20}))
-for workload, name, hp in cases:
-  sub = registry.load_submission(name)
-  if isinstance(workload, EmbeddingToy):
-    sub = dataclasses.replace(sub, get_batch_size=lambda _: 8192)
+lawa, ema = {"lawa_window": 20}, {"ema_decay": 0.9}
+cases = [("ogbg", "nadamw", {}), ("ogbg", "nadamw_lawa", lawa),
+         ("criteo1tb", "nadamw", {})]
+for offload in (False, True):
+  cases += [("criteo1tb", "nadamw_ema", dict(ema, offload=offload)),
+            ("criteo1tb", "nadamw_lawa", dict(lawa, offload=offload))]
+for name, submission, hp in cases:
+  workload = registry.get_workload(name)
+  sub = registry.load_submission(submission)
   hparams = runner.resolve_hparams(workload, sub, hp)
-  label = "EmbeddingToy 4,194,304 x 128" + (", table rows sharded"
-                                             if isinstance(workload, RowShardedToy) else "")
   rep = memory.report(workload, sub, hparams, mesh, runner.global_batch_size(workload, sub))
   text = rep.format()
-  if isinstance(workload, EmbeddingToy):
-    text = text.replace(rep.workload, label, 1)
+  if hp.get("offload"):
+    text = text.replace(submission, submission + " (offload)", 1)
   print(text + "\\n", flush=True)
 """
 

@@ -115,6 +115,7 @@ def main() -> int:
   args = parser.parse_args()
   workload = registry.get_workload(args.workload, args.size)
   metric = f"validation/{workload.target_metric_name}"
+  best = max if workload.target_direction == "max" else min
   seeds = [int(s) for s in args.seeds.split(",")]
   curves_path = os.path.join(args.out, f"{workload.workload_id}.csv")
   if args.from_curves:
@@ -126,7 +127,7 @@ def main() -> int:
     print(f"cosine seed {seed}: final {metric} {runs[f'cosine_seed{seed}'][-1][metric]:.4f}",
           flush=True)
   print(f"constant seed {seeds[0]}: best {metric} "
-        f"{max(r[metric] for r in runs['constant']):.4f}", flush=True)
+        f"{best(r[metric] for r in runs['constant']):.4f}", flush=True)
 
   test_metric = f"test/{workload.target_metric_name}"
   curves = [{"run": name, "global_step": r["global_step"], metric: r[metric],

@@ -163,6 +163,7 @@ def test_setup_data_says_how_to_get_missing_days(tmp_path):
     f.write("0" + "\t" * 39 + "\n")
   with pytest.raises(spec.UsageError, match=r"days \[1, 2,.*setup-data criteo1tb"):
     prepare.setup_data(str(tmp_path / "out"), str(tmp_path))
+  assert not os.path.exists(tmp_path / "out")  # nothing written on bad input
 
 
 def test_count_lines_counts_a_last_line_without_newline(tmp_path):

@@ -189,7 +189,7 @@ def test_budget_is_checked_at_evals_as_algoperf(tmp_path, monkeypatch, multiplie
   assert spent - scores[-1] == pytest.approx(0.4)  # ... and came one period later
   # Evals come one period apart on the clock (steps are 0.1 s, the period 0.35 s).
   steps = [r["global_step"] for r in result.eval_rows]
-  assert steps[0] == 1 and all(b - a == 4 for a, b in zip(steps[1:], steps[2:]))
+  assert steps[0] == 1 and all(b - a == 4 for a, b in zip(steps[1:], steps[2:], strict=False))
 
 
 def test_log_layout_and_columns(tmp_path):

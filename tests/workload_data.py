@@ -10,6 +10,7 @@ a CPU; the contract test (tests/test_workload_contract.py) uses it.
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import io
 import os
 from collections.abc import Callable, Mapping
@@ -230,6 +231,40 @@ def write_wmt(root: str) -> dict[str, list[tuple[str, str]]]:
                        {"validation": pairs["validation"], "test": pairs["test"]})
   input_pipeline.setup_data(folder, vocab_size=WMT_VOCAB_SIZE)
   return pairs
+CRITEO_TRAIN_LINES_PER_DAY = 2
+CRITEO_LINES_PER_SHARD = 2  # AlgoPerf's is 5,000,000; the split rules count shards
+
+
+def write_criteo1tb(root: str) -> dict[str, list[bytes]]:
+  """Prepared Criteo 1TB shards of generated click logs, from raw day files.
+
+  Writes the 24 raw day files as downloaded (odd days gzipped) with lines
+  from the small variant's generator and runs the real preparation
+  (`prepare.setup_data`, which `algoperf-avg setup-data criteo1tb` calls) at
+  shards of `CRITEO_LINES_PER_SHARD` lines, so day 23 has its 36 shards.
+  Returns the lines per split.
+  """
+  from workloads.criteo1tb import input_pipeline, prepare, synthetic
+
+  config = synthetic.Config(train_lines_per_day=CRITEO_TRAIN_LINES_PER_DAY,
+                            lines_per_shard=CRITEO_LINES_PER_SHARD)
+  planted, sample = synthetic.generate(config, config.num_lines, np.random.default_rng(7))
+  lines = synthetic.format_lines(planted, sample)
+  raw = os.path.join(root, "raw_criteo")
+  os.makedirs(raw)
+  start = 0
+  for day in range(prepare.NUM_DAYS):
+    size = (config.eval_day_lines if day == input_pipeline.EVAL_DAY
+            else config.train_lines_per_day)
+    opener = gzip.open if day % 2 else open
+    with opener(os.path.join(raw, f"day_{day}" + (".gz" if day % 2 else "")), "wb") as f:
+      f.writelines(lines[start:start + size])
+    start += size
+  prepare.setup_data(os.path.join(root, "criteo1tb"), raw,
+                     lines_per_shard=CRITEO_LINES_PER_SHARD)
+  train = len(input_pipeline.TRAIN_DAYS) * config.train_lines_per_day
+  test = train + len(input_pipeline.TEST_SHARDS) * config.lines_per_shard
+  return {"train": lines[:train], "test": lines[train:test], "validation": lines[test:]}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -254,4 +289,7 @@ FULL_SIZE: dict[str, FullSize] = {
     # each eval decodes 255 tokens with beam 4: minutes on a CPU.
     "wmt": FullSize(write_wmt, {"eval_batch_size": 4, "vocab_size": WMT_VOCAB_SIZE},
                     batch_size=2, slow=True),
+    # The full architecture with a 1,024-row table (2.4M parameters).
+    "criteo1tb": FullSize(write_criteo1tb, {"eval_batch_size": 16, "vocab_size": 1024},
+                          batch_size=8),
 }

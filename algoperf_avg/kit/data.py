@@ -12,6 +12,9 @@ Two kinds of input feed a workload:
 
 `stack_examples` groups per-example dicts into batches. Eval batches may be
 short: the evaluation engine pads them (`algoperf_avg.evaluation.engine`).
+
+Small variants whose generated data goes through a real on-disk reader write
+it once into the cache: ``build_once(cache_dir(name, config), write)``.
 """
 
 from __future__ import annotations

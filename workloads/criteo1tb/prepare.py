@@ -198,7 +198,6 @@ def setup_data(
     spec.UsageError: a day is neither in ``manual_dir`` nor already sharded
       in ``data_dir``.
   """
-  os.makedirs(data_dir, exist_ok=True)
   manifest = read_manifest(data_dir)
   shards = dict(manifest["shards"]) if manifest else {}
   if manifest and manifest.get("lines_per_shard") != lines_per_shard:
@@ -207,13 +206,14 @@ def setup_data(
   missing = [
       d for d in todo
       if not (manual_dir and _raw_day_path(manual_dir, d))
-      and not _existing_shards(data_dir, d)
+      and not (os.path.isdir(data_dir) and _existing_shards(data_dir, d))
   ]
   if missing:
     where = f"in {manual_dir!r}" if manual_dir else "(no --manual_dir given)"
     raise spec.UsageError(
         f"criteo1tb: no raw file {where} and no shards in {data_dir!r} for days "
         f"{missing}; {HOW_TO}")
+  os.makedirs(data_dir, exist_ok=True)  # only once there is something to write
   def record(day: int, day_shards: Mapping[str, Mapping[str, int]]) -> None:
     nonlocal shards
     shards = {n: v for n, v in shards.items() if parse_shard_name(n)[0] != day}
