@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from algoperf_avg import spec
 from algoperf_avg.averaging.snapshots import GridPoint
 from algoperf_avg.training import logs
 
@@ -139,6 +140,10 @@ AVERAGES = {"lawa": lambda point, init: LawaAverage(point), "ema": EmaAverage,
 
 def make_average(point: GridPoint, init_params: Any) -> Any:
   """The running average of ``point``, starting from ``init_params``."""
+  if point.method not in AVERAGES:
+    raise spec.UsageError(
+        f"{point.label}: power-EMA points are kept with --posthoc_grid and synthesised "
+        "with posthoc --ema_sigma_rel; an online power EMA is --submission=nadamw_power_ema")
   return AVERAGES[point.method](point, init_params)
 
 
