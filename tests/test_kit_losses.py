@@ -95,3 +95,15 @@ def test_ctc_loss_is_optax_normalised_per_target_token():
 def test_mismatched_label_shape_is_an_error():
   with pytest.raises(ValueError, match="fit neither"):
     losses.softmax_cross_entropy(jnp.zeros((2, 3, 4, 5)), jnp.zeros((2, 4)))
+
+
+@pytest.mark.parametrize("loss", [losses.softmax_cross_entropy, losses.sigmoid_cross_entropy])
+def test_label_smoothing_may_be_a_traced_jit_argument(loss):
+  """AlgoPerf's baselines pass ``label_smoothing`` into their jitted step."""
+  logits = jax.random.normal(jax.random.key(0), (4, 3))
+  labels = (jnp.array([0, 2, 1, 0]) if loss is losses.softmax_cross_entropy
+            else jnp.array([[0.0, 1.0, 1.0]] * 4))
+  traced = jax.jit(lambda a: loss(labels, logits, label_smoothing=a)["summed"])
+  for a in (0.0, 0.2):
+    np.testing.assert_allclose(traced(a), loss(labels, logits, label_smoothing=a)["summed"],
+                               rtol=1e-6)

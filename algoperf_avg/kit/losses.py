@@ -25,6 +25,12 @@ def _result(per_example: jax.Array, n_valid: jax.Array) -> LossDict:
           "per_example": per_example}
 
 
+def _smooths(label_smoothing: float | jax.Array) -> bool:
+  """False only for a literal zero: a traced value (AlgoPerf's baselines pass
+  ``label_smoothing`` as a jit argument) is applied as arithmetic."""
+  return not (isinstance(label_smoothing, (int, float)) and label_smoothing == 0)
+
+
 def softmax_cross_entropy(
     labels: jax.Array,
     logits: jax.Array,
@@ -54,7 +60,7 @@ def softmax_cross_entropy(
     raise ValueError(
         f"labels {labels.shape} fit neither logits {logits.shape} nor their "
         "batch shape")
-  if label_smoothing:
+  if _smooths(label_smoothing):
     targets = optax.smooth_labels(targets, label_smoothing)
   per_example = -jnp.sum(targets * jax.nn.log_softmax(logits), axis=-1)
   if mask is None:
@@ -85,7 +91,7 @@ def sigmoid_cross_entropy(
   if valid is not None:
     labels = jnp.where(valid > 0, labels, 0.0)  # masked labels may be NaN
   labels = labels.astype(logits.dtype)
-  if label_smoothing:
+  if _smooths(label_smoothing):
     labels = labels * (1.0 - label_smoothing) + label_smoothing / labels.shape[-1]
   per_example = (jnp.maximum(logits, 0.0) - logits * labels
                  + jnp.log1p(jnp.exp(-jnp.abs(logits))))

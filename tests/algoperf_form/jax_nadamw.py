@@ -22,8 +22,9 @@ def _nadam_direction(b1, b2, eps):
   """The NadamW direction before the learning rate (AlgoPerf's scale_by_nadam)."""
 
   def init_fn(params):
-    zeros = jax.tree.map(jnp.zeros_like, params)
-    return {"count": jnp.zeros([], jnp.int32), "mu": zeros, "nu": zeros}
+    return {"count": jnp.zeros([], jnp.int32),
+            "mu": jax.tree.map(jnp.zeros_like, params),
+            "nu": jax.tree.map(jnp.zeros_like, params)}  # two trees: both are donated
 
   def update_fn(updates, state, params=None):
     del params
