@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 
@@ -141,3 +142,21 @@ def test_bad_widths_and_missing_snapshots(tmp_path):
     posthoc.synthesize(workload, run, str(tmp_path / "out"), sigma_rels=[0.5])
   with pytest.raises(spec.UsageError, match="nothing to synthesise"):
     posthoc.synthesize(workload, run, str(tmp_path / "out"))
+
+
+def test_in_run_sweep_power_ema_equals_the_online_submission(tmp_path):
+  workload = ToyWorkload(validation_target=2.0)
+  point = GridPoint("powerema", 1, gamma=GAMMA_NARROW)
+  run = _train(tmp_path, workload, "nadamw", {}, sweep_averages=(point,),
+               sweep_dir=str(tmp_path / "sweep"))
+  del run
+  [swept] = [os.path.dirname(p) for p in
+             glob.glob(f"{tmp_path}/sweep/**/eval_measurements.csv", recursive=True)]
+  online = _train(tmp_path, workload, "nadamw_power_ema", {"power_ema_gamma": GAMMA_NARROW})
+  got, want = _rows(swept), _rows(online)
+  assert sorted(got) == sorted(want) == [6, 12, 18, 24]
+  for step in got:
+    np.testing.assert_allclose(got[step]["validation/loss"], want[step]["validation/loss"],
+                               rtol=1e-5)
+  with pytest.raises(spec.UsageError, match="synthesised from their own snapshots"):
+    posthoc.sweep(workload, online, str(tmp_path / "bad"), points=[point])

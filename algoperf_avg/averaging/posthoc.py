@@ -255,16 +255,20 @@ def sweep(
       a record a point needs that was not kept, or an eval step without a
       snapshot. Nothing is written then.
   """
-  source = _read_source(trial_log_dir)
-  if source.meta.get("workload_id", workload.workload_id) != workload.workload_id:
-    raise spec.UsageError(f"{trial_log_dir} is a run of {source.meta['workload_id']}, "
-                          f"not {workload.workload_id}")
   grid = []
   for point in [*_pairs(lawa_grid, ema_grid), *points]:
     if point not in grid:
       grid.append(point)
   if not grid:
     raise spec.UsageError("nothing to sweep: give at least one LAWA, EMA or SWA point")
+  power = [p.label for p in grid if p.method == "powerema"]
+  if power:
+    raise spec.UsageError(f"{power[0]}: power EMAs are synthesised from their own "
+                          "snapshots (posthoc --ema_sigma_rel / --ema_gamma), not swept")
+  source = _read_source(trial_log_dir)
+  if source.meta.get("workload_id", workload.workload_id) != workload.workload_id:
+    raise spec.UsageError(f"{trial_log_dir} is a run of {source.meta['workload_id']}, "
+                          f"not {workload.workload_id}")
   wanted = _eval_steps(eval_steps, source)
   _check_coverage(grid, source, wanted)
   policy = bn_policy or source.hparams.get("bn_policy") or "latest"
