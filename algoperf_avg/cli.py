@@ -340,7 +340,7 @@ def _cmd_setup_data(args: list[str]) -> None:
                           "[--manual_dir=DIR] [--raw_dir=DIR]")
   if not _DATA_DIR.value:
     raise spec.UsageError("setup-data needs --data_dir=DIR (the data root)")
-  cls = registry.workload_class(args[0])
+  cls = registry.setup_data_class(args[0])
   given = {"manual_dir": _MANUAL_DIR.value, "raw_dir": _RAW_DIR.value}
   path = cls.setup_data(_DATA_DIR.value, **{k: v for k, v in given.items() if v})
   print(f"prepared {args[0]} in {path}")

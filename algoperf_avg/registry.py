@@ -20,7 +20,15 @@ from algoperf_avg import spec
 
 # name -> "module:Class". Every workload has the sizes listed by its class.
 WORKLOADS: dict[str, str] = {
+    "fastmri": "workloads.fastmri.workload:FastMRIWorkload",
+    "imagenet_vit": "workloads.imagenet_vit.workload:ImagenetVitWorkload",
     "ogbg": "workloads.ogbg.workload:OgbgWorkload",
+}
+
+# Datasets that several workloads read, by the name `setup-data` accepts ->
+# a workload that prepares them (``setup-data imagenet`` serves both ViT and ResNet).
+DATASETS: dict[str, str] = {
+    "imagenet": "imagenet_vit",
 }
 
 
@@ -38,6 +46,15 @@ def workload_class(name: str) -> type[spec.Workload]:
     raise _unknown("workload", name, list(WORKLOADS))
   module_name, class_name = WORKLOADS[name].split(":")
   return getattr(importlib.import_module(module_name), class_name)
+
+
+def setup_data_class(name: str) -> type[spec.Workload]:
+  """The Workload class whose ``setup_data`` prepares ``name`` (a workload or dataset)."""
+  if name in DATASETS:
+    return workload_class(DATASETS[name])
+  if name not in WORKLOADS:
+    raise _unknown("workload or dataset", name, list(WORKLOADS) + list(DATASETS))
+  return workload_class(name)
 
 
 def get_workload(name: str, size: str = "full", **options) -> spec.Workload:

@@ -19,12 +19,14 @@ workload's current target:
 writes results/calibration/<workload_id>.csv (one row per run and eval: the
 curves) and <workload_id>_check.csv (per seed: where the current target is
 first reached, and the verdict). Exit code 1 when the current target breaks
-the rule.
+the rule. After setting the suggested target, ``--from_curves`` rewrites the
+check from the committed curves without training again.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import statistics
 import sys
@@ -60,11 +62,43 @@ def verdict(workload, runs, target: float) -> tuple[bool, dict[str, int | None]]
 
 
 def train(workload, seed: int, schedule: str):
+  """The eval rows of one full-length run (no stop at the target)."""
   sub = registry.load_submission("nadamw")
   hp = runner.resolve_hparams(workload, sub, {"schedule": schedule})
   result = runner.train_once(workload, sub, hp, seed, None, None, runner.RunOptions(
       stop_at_target=False, save_checkpoints=False, max_global_steps=workload.step_hint))
   return result.eval_rows
+
+
+def read_curves(path: str) -> dict[str, list[dict]]:
+  """The runs of a curves CSV written by this script, by run name."""
+  runs: dict[str, list[dict]] = {}
+  with open(path, newline="") as f:
+    for row in csv.DictReader(f):
+      values = {k: float(v) for k, v in row.items() if k != "run" and v not in ("", None)}
+      runs.setdefault(row["run"], []).append(values)
+  return runs
+
+
+def _train_job(job: tuple[str, str, int, str]):
+  """One run in a worker process (``--jobs``): the workload is rebuilt there."""
+  name, size, seed, schedule = job
+  sharding.cpu_device_flags()
+  return train(registry.get_workload(name, size), seed, schedule)
+
+
+def run_all(args, workload, seeds: list[int]) -> dict[str, list[dict]]:
+  """The cosine run per seed and the constant-LR run, ``args.jobs`` at a time."""
+  jobs = {f"cosine_seed{seed}": (seed, "cosine") for seed in seeds}
+  jobs["constant"] = (seeds[0], "constant")
+  if args.jobs <= 1:
+    return {name: train(workload, seed, schedule) for name, (seed, schedule) in jobs.items()}
+  import multiprocessing
+
+  with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
+    rows = pool.map(_train_job, [(args.workload, args.size, seed, schedule)
+                                 for seed, schedule in jobs.values()])
+  return dict(zip(jobs, rows, strict=True))
 
 
 def main() -> int:
@@ -73,16 +107,24 @@ def main() -> int:
   parser.add_argument("--size", default="small")
   parser.add_argument("--seeds", default="0,1,2")
   parser.add_argument("--out", default=os.path.join(ROOT, "results", "calibration"))
+  parser.add_argument("--from_curves", action="store_true",
+                      help="check the current target on the curves CSV in --out "
+                      "(no training)")
+  parser.add_argument("--jobs", type=int, default=1,
+                      help="runs at a time, one process each (same curves as --jobs=1)")
   args = parser.parse_args()
   workload = registry.get_workload(args.workload, args.size)
   metric = f"validation/{workload.target_metric_name}"
   seeds = [int(s) for s in args.seeds.split(",")]
-  runs = {}
+  curves_path = os.path.join(args.out, f"{workload.workload_id}.csv")
+  if args.from_curves:
+    runs = read_curves(curves_path)
+    suggest(workload, runs)
+    return check(workload, runs, args.out)
+  runs = run_all(args, workload, seeds)
   for seed in seeds:
-    runs[f"cosine_seed{seed}"] = train(workload, seed, "cosine")
     print(f"cosine seed {seed}: final {metric} {runs[f'cosine_seed{seed}'][-1][metric]:.4f}",
           flush=True)
-  runs["constant"] = train(workload, seeds[0], "constant")
   print(f"constant seed {seeds[0]}: best {metric} "
         f"{max(r[metric] for r in runs['constant']):.4f}", flush=True)
 
@@ -91,9 +133,14 @@ def main() -> int:
              test_metric: r.get(test_metric), "score": r["score"]}
             for name, rows in runs.items() for r in rows]
   os.makedirs(args.out, exist_ok=True)
-  logs.atomic_write_text(os.path.join(args.out, f"{workload.workload_id}.csv"),
-                         logs.format_csv(curves))
+  logs.atomic_write_text(curves_path, logs.format_csv(curves))
+  suggest(workload, runs)
+  return check(workload, runs, args.out)
 
+
+def suggest(workload, runs) -> None:
+  """Print the targets the runs allow, and the one nearest to `AIM`."""
+  metric = f"validation/{workload.target_metric_name}"
   hint = workload.step_hint
   candidates = sorted({r[metric] for name, rows in runs.items() if name != "constant"
                        for r in rows})
@@ -112,12 +159,16 @@ def main() -> int:
     print("no target satisfies the rule with these runs: the variant does not reward "
           "annealing (change its data, model or reference hyperparameters)")
 
+
+def check(workload, runs, out: str) -> int:
+  """Write <id>_check.csv for the current target; 0 when it satisfies the rule."""
+  hint = workload.step_hint
   current = workload.validation_target_value
   ok, reach = verdict(workload, runs, current)
   check = [{"run": name, "target": current, "first_reach_step": step,
             "fraction_of_step_hint": None if step is None else step / hint,
             "rule_ok": ok} for name, step in reach.items()]
-  logs.atomic_write_text(os.path.join(args.out, f"{workload.workload_id}_check.csv"),
+  logs.atomic_write_text(os.path.join(out, f"{workload.workload_id}_check.csv"),
                          logs.format_csv(check))
   print(f"current target {current}: " + ", ".join(
       f"{n} {'never' if s is None else f'{s / hint:.0%}'}" for n, s in reach.items())

@@ -85,6 +85,12 @@ def test_setup_data_errors(tmp_path):
   assert_usage_error(cli("setup-data", "ogbg", f"--data_dir={tmp_path}",
                          f"--raw_dir={tmp_path}"), "takes no options")
   assert_usage_error(cli("setup-data", f"--data_dir={tmp_path}"), "usage")
+  # A dataset shared by workloads goes by its own name.
+  assert_usage_error(cli("setup-data", "imagenet", f"--data_dir={tmp_path}"),
+                     "--manual_dir", "ILSVRC2012_img_train.tar")
+  assert_usage_error(cli("setup-data", "imagenet", f"--data_dir={tmp_path}",
+                         f"--manual_dir={tmp_path}"), "lacks", "image-net.org")
+  assert not os.listdir(tmp_path)
 
 
 def test_missing_submission_file(exp, tmp_path):

@@ -134,3 +134,11 @@ def test_a_small_unet_learns_beyond_the_zero_filled_input(tiny_dir):
   learned = _ssim(lambda inputs: net.apply({"params": params}, inputs, train=False),
                   validation)
   assert learned > zero_filled + 0.05, (learned, zero_filled)
+
+
+def test_ensure_dataset_writes_a_missing_folder_whole(tmp_path):
+  target = str(tmp_path / "cache" / "fastmri_small")
+  assert synthetic.ensure_dataset(target, TINY) == target
+  assert sorted(os.listdir(tmp_path / "cache")) == ["fastmri_small"]  # no leftovers
+  assert len(list(ip.eval_examples(target, "test",
+                                   num_validation_files=TINY.num_validation_files))) == 16

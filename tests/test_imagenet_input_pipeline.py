@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import os
 from unittest import mock
 
 import numpy as np
@@ -11,46 +9,11 @@ import pytest
 
 from algoperf_avg import spec
 from algoperf_avg.kit import imagenet
-from algoperf_avg.kit import imagenet_synthetic as synthetic
+from tests import workload_data
 
-SYNSETS = ("n01440764", "n01443537", "n01484850")  # ImageNet's labels 0, 1, 2
-TRAIN_PER_CLASS = 4
-NUM_VALIDATION = 5
-V2_PER_CLASS = 2
-# Each class's images are one flat colour, so every crop keeps it.
-COLOURS = {0: (200, 30, 30), 1: (30, 200, 30), 2: (30, 30, 200)}
+TRAIN_PER_CLASS = workload_data.IMAGENET_TRAIN_PER_CLASS
+COLOURS = workload_data.IMAGENET_COLOURS
 PREPROCESSING = imagenet.Preprocessing(image_size=32, resize_size=36)
-
-
-def _jpeg(colour, height: int, width: int) -> bytes:
-  from PIL import Image
-
-  buffer = io.BytesIO()
-  Image.fromarray(np.full((height, width, 3), colour, np.uint8)).save(
-      buffer, format="JPEG", quality=95)
-  return buffer.getvalue()
-
-
-def _validation_labels(count: int) -> list[int]:
-  """ImageNet's labels of the first validation images, from TFDS's own lists."""
-  import tensorflow_datasets as tfds
-
-  folder = tfds.core.tfds_path("datasets/imagenet2012")
-  names = (folder / "labels.txt").read_text().split()
-  synsets = (folder / "validation_labels.txt").read_text().split()[:count]
-  return [names.index(s) for s in synsets]
-
-
-def write_manual_dir(path: str) -> dict[str, list[int]]:
-  """Tiny ILSVRC2012 train and val archives; returns the labels per split."""
-  train = {synset: [_jpeg(COLOURS[label], 40 + 8 * i, 64 - 6 * i)
-                    for i in range(TRAIN_PER_CLASS)]
-           for label, synset in enumerate(SYNSETS)}
-  labels = _validation_labels(NUM_VALIDATION)
-  synthetic.write_ilsvrc_archives(
-      path, train, [_jpeg(COLOURS[label % 3], 50, 70) for label in labels])
-  return {"train": [label for label in range(3) for _ in range(TRAIN_PER_CLASS)],
-          "validation": labels}
 
 
 @pytest.fixture(scope="module")
@@ -59,16 +22,12 @@ def imagenet_dirs(tmp_path_factory):
   import tensorflow_datasets as tfds
 
   root = tmp_path_factory.mktemp("data")
-  labels = write_manual_dir(str(root / "manual"))
+  labels = workload_data.write_imagenet_manual_dir(str(root / "manual"))
   imagenet.setup_data(root / "imagenet", root / "manual")
   # ImageNet-v2's builder downloads a tar of class_id/k.jpeg folders; hand it one.
-  v2_root = root / "v2_download" / "imagenetv2-matched-frequency-format-val"
-  for label in range(3):
-    os.makedirs(v2_root / str(label))
-    for k in range(V2_PER_CLASS):
-      (v2_root / str(label) / f"{k}.jpeg").write_bytes(_jpeg(COLOURS[label], 45, 45))
+  download = workload_data.imagenet_v2_download(str(root / "v2_download"))
   with mock.patch.object(tfds.download.DownloadManager, "download_and_extract",
-                         return_value=str(root / "v2_download")):
+                         return_value=download):
     imagenet.setup_imagenet_v2(root / "imagenet_v2")
   return root, labels
 

@@ -73,3 +73,11 @@ def test_pad_batch_errors():
     data.pad_batch({"a": np.zeros((9,))}, 8)
   with pytest.raises(ValueError, match="lacks"):
     data.pad_batch({"a": np.zeros((2,))}, 8, {"b": 1})
+
+
+def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+  monkeypatch.setenv(data.CACHE_ENV, str(tmp_path))
+  assert data.cache_dir("fastmri_small") == str(tmp_path / "fastmri_small")
+  monkeypatch.delenv(data.CACHE_ENV)
+  monkeypatch.setenv("HOME", str(tmp_path / "home"))
+  assert data.cache_dir("x") == str(tmp_path / "home" / ".cache" / "algoperf_avg" / "x")

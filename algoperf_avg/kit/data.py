@@ -28,6 +28,20 @@ from algoperf_avg import spec
 
 # Per-example mask the evaluation engine adds to padded batches (1 real, 0 padding).
 VALID = "valid"
+# Where generated datasets that live on disk are kept (default ~/.cache/algoperf_avg).
+CACHE_ENV = "ALGOPERF_AVG_CACHE"
+
+
+def cache_dir(name: str) -> str:
+  """The folder for generated data called ``name``: ``$ALGOPERF_AVG_CACHE/name``.
+
+  Small variants whose data goes through their real on-disk reader write it
+  here once (deterministic from their config, so any copy is as good as
+  another); without the variable, under ``~/.cache/algoperf_avg``.
+  """
+  root = os.environ.get(CACHE_ENV) or os.path.join(
+      os.path.expanduser("~"), ".cache", "algoperf_avg")
+  return os.path.join(root, name)
 
 
 def seed_from_rng(rng: jax.Array) -> int:

@@ -114,8 +114,12 @@ def index_volumes(dataset_dir: str) -> dict[str, list[Volume]]:
 
 
 def _gather_sources(dataset_dir: str, manual_dir: str | None) -> None:
-  """Puts both folders into ``dataset_dir``: linked, or extracted from the tars."""
-  os.makedirs(dataset_dir, exist_ok=True)
+  """Puts both folders into ``dataset_dir``: linked, or extracted from the tars.
+
+  Both sources are found before anything is written, so a missing one leaves
+  no half-made folder behind.
+  """
+  plans = []
   for folder in (TRAIN_DIR, VAL_DIR):
     target = os.path.join(dataset_dir, folder)
     if os.path.isdir(target):
@@ -126,17 +130,23 @@ def _gather_sources(dataset_dir: str, manual_dir: str | None) -> None:
     folders = [os.path.join(manual_dir, name) for name in (folder, official)]
     archive = os.path.join(manual_dir, f"{folder}.tar.xz")
     if source := next((f for f in folders if os.path.isdir(f)), None):
-      os.symlink(os.path.abspath(source), target)
+      plans.append((target, official, source, None))
     elif os.path.isfile(archive):
-      print(f"extracting {archive} (the training archive takes a while)")
-      with tarfile.open(archive) as tar:
-        tar.extractall(dataset_dir, filter="data")
-      if not os.path.isdir(target):
-        os.rename(os.path.join(dataset_dir, official), target)
+      plans.append((target, official, None, archive))
     else:
       raise spec.UsageError(
           f"no {folder}/ in {dataset_dir!r}, nor {folder}.tar.xz, {folder}/ or "
           f"{official}/ in {manual_dir!r}; {HOW_TO}")
+  os.makedirs(dataset_dir, exist_ok=True)
+  for target, official, source, archive in plans:
+    if source is not None:
+      os.symlink(os.path.abspath(source), target)
+      continue
+    print(f"extracting {archive} (the training archive takes a while)")
+    with tarfile.open(archive) as tar:
+      tar.extractall(dataset_dir, filter="data")
+    if not os.path.isdir(target):
+      os.rename(os.path.join(dataset_dir, official), target)
 
 
 def prepare(dataset_dir: str, manual_dir: str | None = None) -> str:

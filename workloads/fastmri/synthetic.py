@@ -21,9 +21,13 @@ The real data's scale (about 1e-4) is kept too. Everything is drawn from
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
 import os
+import shutil
+import tempfile
 
 import h5py
 import numpy as np
@@ -176,11 +180,30 @@ def write_dataset(dataset_dir: str, config: Config = Config()) -> str:
 
 
 def ensure_dataset(dataset_dir: str, config: Config = Config()) -> str:
-  """``dataset_dir`` holding the dataset of ``config``, generated if it is not."""
+  """``dataset_dir`` holding the dataset of ``config``, generated if it is not.
+
+  A missing folder is written beside it and renamed into place, so processes
+  that generate it at once never read a half-written one (the first rename
+  wins; the others drop their copy).
+  """
   stamp = os.path.join(dataset_dir, STAMP_FILE)
   if os.path.isfile(stamp):
     with open(stamp) as f:
       if json.load(f) == json.loads(json.dumps(dataclasses.asdict(config))):
         return dataset_dir
     raise ValueError(f"{dataset_dir} holds data generated with another config")
-  return write_dataset(dataset_dir, config)
+  if os.path.exists(dataset_dir):
+    return write_dataset(dataset_dir, config)  # an existing folder of the caller's
+  parent = os.path.dirname(os.path.abspath(dataset_dir))
+  os.makedirs(parent, exist_ok=True)
+  partial = tempfile.mkdtemp(prefix=os.path.basename(dataset_dir) + ".", dir=parent)
+  try:
+    with contextlib.redirect_stdout(io.StringIO()):  # prepare's per-folder counts
+      write_dataset(partial, config)
+    os.rename(partial, dataset_dir)
+  except OSError:
+    if not os.path.isfile(stamp):
+      raise
+  finally:
+    shutil.rmtree(partial, ignore_errors=True)
+  return dataset_dir
