@@ -102,7 +102,8 @@ _SAVE_PARAMS_EVERY = flags.DEFINE_integer(
 _POSTHOC_GRID = flags.DEFINE_list(
     "posthoc_grid", [],
     "Keep only the snapshots these averages need, e.g. lawa:64:20,ema:8:0.99,swa:1:500 "
-    "(METHOD:EVERY:WINDOW|DECAY[:START], swa:EVERY:START).",
+    "(METHOD:EVERY:WINDOW|DECAY[:START], swa:EVERY:START); powerema:S:GAMMA keeps a "
+    "power EMA every S steps (two of them: --ema_sigma_rel in posthoc).",
 )
 _SWEEP_AVERAGES = flags.DEFINE_list(
     "sweep_averages", [],
@@ -118,6 +119,12 @@ _LAWA = flags.DEFINE_list(
     "lawa", [], "posthoc: LAWA points EVERY:WINDOW[:START], e.g. 64:20,128:10.")
 _EMA = flags.DEFINE_list("ema", [], "posthoc: EMA points EVERY:DECAY[:START], e.g. 1:0.999.")
 _SWA = flags.DEFINE_list("swa", [], "posthoc: SWA points EVERY:START, e.g. 1:500.")
+_EMA_SIGMA_REL = flags.DEFINE_list(
+    "ema_sigma_rel", [],
+    "posthoc: power-EMA widths (relative std, Karras et al.) to synthesise from a run's "
+    "powerema snapshots, e.g. 0.05,0.1,0.2.")
+_EMA_GAMMA = flags.DEFINE_list(
+    "ema_gamma", [], "posthoc: power-EMA exponents to synthesise, e.g. 6.94,16.97.")
 _BN_POLICY = flags.DEFINE_enum(
     "bn_policy", None, ["latest", "recompute"],
     "posthoc: batch statistics of the averages (default: the run's bn_policy).",
@@ -383,11 +390,14 @@ def _cmd_posthoc(args: list[str]) -> None:
 
   if len(args) != 1:
     raise spec.UsageError("usage: algoperf-avg posthoc TRIAL_DIR --lawa=EVERY:WINDOW,... "
-                          "--ema=EVERY:DECAY,... --swa=EVERY:START,... [--bn_policy=...] "
+                          "--ema=EVERY:DECAY,... --swa=EVERY:START,... "
+                          "| --ema_sigma_rel=S,... --ema_gamma=G,... [--bn_policy=...] "
                           "[--out DIR] [--data_dir DIR]")
   out = _OUT.value or os.path.join("experiments", "posthoc")
   for path in posthoc.posthoc_command(args[0], out, _LAWA.value, _EMA.value, _DATA_DIR.value,
-                                      swa=_SWA.value, bn_policy=_BN_POLICY.value):
+                                      swa=_SWA.value, bn_policy=_BN_POLICY.value,
+                                      ema_sigma_rel=_EMA_SIGMA_REL.value,
+                                      ema_gamma=_EMA_GAMMA.value):
     print(f"wrote {path}")
   print(f"score them: algoperf-avg score {out}")
 

@@ -71,12 +71,17 @@ COMMANDS: dict[str, Command] = {
         "algoperf-avg plot EXP_DIR --out=DIR [...]", _SCORING,
         ("algoperf-avg plot experiments/benchmark --out=plots",)),
     "posthoc": Command(
-        "Average a run's saved snapshots for a grid of LAWA / EMA / SWA settings.",
+        "Average a run's saved snapshots for a grid of LAWA / EMA / SWA settings, or "
+        "synthesise power EMAs of any width from its powerema snapshots.",
         "algoperf-avg posthoc TRIAL_DIR --lawa=EVERY:WINDOW --ema=EVERY:DECAY "
-        "--swa=EVERY:START [...]",
-        ("lawa", "ema", "swa", "bn_policy", "out", "data_dir"),
+        "--swa=EVERY:START [...] | --ema_sigma_rel=S,... --ema_gamma=G,...",
+        ("lawa", "ema", "swa", "ema_sigma_rel", "ema_gamma", "bn_policy", "out", "data_dir"),
         ("algoperf-avg posthoc exp/study_0/ogbg_small_jax/trial_1 --lawa=64:20,128:10 "
-         "--ema=8:0.99 --out=exp/posthoc",)),
+         "--ema=8:0.99 --out=exp/posthoc",
+         "algoperf-avg run --submission=nadamw "
+         "--posthoc_grid=powerema:50:6.94,powerema:50:16.97 --experiment_dir=exp",
+         "algoperf-avg posthoc exp/study_0/ogbg_small_jax/trial_1 "
+         "--ema_sigma_rel=0.05,0.07,0.1,0.15,0.2 --out=exp/posthoc")),
     "setup-data": Command(
         "Prepare a full-size dataset under the data root.",
         "algoperf-avg setup-data WORKLOAD --data_dir=DATA [--manual_dir=DIR] [--raw_dir=DIR]",

@@ -13,7 +13,10 @@ round; the median over rounds is printed.
     python benchmarks/averaging_overhead.py --only ema,lawa --rounds 40
 
 Variants: ``nadamw``; ``ema`` (decay 0.999, every step); ``ema_every64``;
-``lawa`` (L=20, nu=64); ``lawa_offload``; ``swa_every64``; ``lawa_naive``.
+``power_ema`` (gamma 6.94, i.e. sigma_rel 0.10, every step); ``power_ema2``
+(two power EMAs, gamma 6.94 and 16.97: what a run kept for post-hoc synthesis
+holds on the device); ``lawa`` (L=20, nu=64); ``lawa_offload``;
+``swa_every64``; ``lawa_naive``.
 
 Columns: step time ratio to NadamW (median and range of the per-round ratios;
 "best": fastest round over NadamW's fastest; "cpu": median per-round ratio of
@@ -121,6 +124,9 @@ def variants(naive: bool) -> dict[str, Callable[[], optax.GradientTransformation
       "nadamw": base,
       "ema": lambda: optax.chain(base(), averaging.ema(0.999)),  # every step
       "ema_every64": lambda: optax.chain(base(), averaging.ema(0.999, every=64)),
+      "power_ema": lambda: optax.chain(base(), averaging.power_ema(6.94)),
+      "power_ema2": lambda: optax.chain(base(), averaging.power_ema(6.94),
+                                        averaging.power_ema(16.97)),
       "lawa": lambda: optax.chain(base(), averaging.lawa(20, 64)),  # L=20, nu=64
       "lawa_offload": lambda: optax.chain(base(), averaging.lawa(20, 64, offload=True)),
       "swa_every64": lambda: optax.chain(base(), averaging.swa(0, 64)),
@@ -185,7 +191,8 @@ class Variant:
     self.step = compiled
     averages = [
         s
-        for t in (averaging.LawaState, averaging.EmaWeightsState, averaging.SwaState)
+        for t in (averaging.LawaState, averaging.EmaWeightsState,
+                  averaging.PowerEmaState, averaging.SwaState)
         for _, s in optax.tree.get_all_with_path(opt_state, t.__name__)
     ]
     self.state_bytes = _nbytes(averages)

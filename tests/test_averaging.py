@@ -426,3 +426,98 @@ class HasAverageTest(absltest.TestCase):
     for avg in (averaging.ema(0.9), averaging.lawa(2, 1), averaging.swa()):
       nested = optax.chain(optax.clip(1.0), optax.chain(optax.sgd(0.1), avg))
       self.assertTrue(averaging.has_average(nested.init(params)))
+
+
+def _power_ema_reference(weights, gamma, every=1, start_step=0):
+  """numpy float64: the recursion with beta_t = (1 - 1/t)^(gamma+1), after each step."""
+
+  def one_leaf(w):
+    out, average, t = [], None, 0
+    for step in range(1, len(w) + 1):
+      if step >= start_step and (step - start_step) % every == 0:
+        t += 1
+        beta = (1.0 - 1.0 / t) ** (gamma + 1.0)
+        average = w[step - 1] if average is None else beta * average + (1 - beta) * w[step - 1]
+      out.append(w[step - 1] if average is None else average)
+    return np.stack(out)
+
+  return jax.tree.map(one_leaf, weights)
+
+
+class PowerEmaTest(parameterized.TestCase):
+
+  @parameterized.parameters((0.0, 1, 0), (6.94, 1, 0), (16.97, 3, 4), (2.5, 2, 0))
+  def test_matches_numpy_recursion(self, gamma, every, start_step):
+    weights, averages, state = _train(
+        averaging.power_ema(gamma, every, start_step), _params(), 40)
+    expected = _power_ema_reference(weights, gamma, every, start_step)
+    jax.tree.map(lambda a, e: np.testing.assert_allclose(a, e, rtol=2e-5, atol=2e-6),
+                 averages, expected)
+    assert int(state[1].records) == len(_recorded(40, every, start_step))
+
+  @parameterized.parameters(0.0, 1.0, 6.94)
+  def test_weights_are_the_telescoped_power_profile(self, gamma):
+    # After T records, record j weighs (j^(g+1) - (j-1)^(g+1)) / T^(g+1).
+    steps = 30
+    weights, averages, _ = _train(averaging.power_ema(gamma), _params(), steps)
+    j = np.arange(1, steps + 1, dtype=np.float64)
+    profile = (j ** (gamma + 1) - (j - 1) ** (gamma + 1)) / steps ** (gamma + 1)
+    assert abs(profile.sum() - 1.0) < 1e-12
+    jax.tree.map(
+        lambda a, w: np.testing.assert_allclose(
+            a[-1], np.tensordot(profile, w, axes=1), rtol=2e-5, atol=2e-6),
+        averages, weights)
+
+  def test_gamma_zero_is_the_uniform_mean(self):
+    weights, averages, _ = _train(averaging.power_ema(0.0), _params(), 25)
+    jax.tree.map(lambda a, w: np.testing.assert_allclose(a[-1], w.mean(0), rtol=1e-5,
+                                                         atol=1e-6), averages, weights)
+
+  def test_long_run_decay_is_accurate_in_float32(self):
+    # 1 - beta_t from log1p/expm1: still exact to float32 after 10^6 records.
+    tx = averaging.power_ema(6.94)
+    params = {"w": jnp.zeros(())}
+    state = tx.init(params)
+    state = state._replace(records=jnp.asarray(10**6 - 1, jnp.int32),
+                           power_ema_weights={"w": jnp.zeros(())})
+    _, state = tx.update({"w": jnp.ones(())}, state, params)
+    got = float(state.power_ema_weights["w"])
+    want = 1.0 - (1.0 - 1e-6) ** 7.94
+    self.assertAlmostEqual(got / want, 1.0, delta=1e-5)
+
+  @parameterized.parameters(0.05, 0.1, 0.2, 12 ** -0.5)
+  def test_sigma_rel_round_trip(self, sigma_rel):
+    gamma = averaging.sigma_rel_to_gamma(sigma_rel)
+    self.assertAlmostEqual(averaging.gamma_to_sigma_rel(gamma), sigma_rel, places=10)
+
+  def test_sigma_rel_is_the_profile_standard_deviation(self):
+    # Karras et al.: sigma_rel is the std of p(tau) ~ tau^gamma on [0, 1].
+    for gamma in (0.0, 1.8, 6.94, 16.97):
+      tau = (np.arange(200_000) + 0.5) / 200_000
+      p = tau ** gamma
+      p /= p.sum()
+      mean = (p * tau).sum()
+      std = np.sqrt((p * (tau - mean) ** 2).sum())
+      self.assertAlmostEqual(averaging.gamma_to_sigma_rel(gamma), std, places=5)
+    # The values Karras et al. quote: sigma_rel 0.05 <-> gamma 16.97, 0.10 <-> 6.94.
+    self.assertAlmostEqual(averaging.sigma_rel_to_gamma(0.05), 16.97, places=2)
+    self.assertAlmostEqual(averaging.sigma_rel_to_gamma(0.10), 6.94, places=2)
+
+  def test_bad_arguments(self):
+    with self.assertRaises(ValueError):
+      averaging.power_ema(-1.0)
+    with self.assertRaises(ValueError):
+      averaging.sigma_rel_to_gamma(0.3)
+    with self.assertRaises(ValueError):
+      averaging.sigma_rel_to_gamma(0.0)
+    with self.assertRaises(ValueError):
+      averaging.power_ema(1.0).update({"w": jnp.ones(1)}, None)
+
+  def test_found_by_averaged_params_in_a_chain(self):
+    opt = optax.chain(nadamw(1e-2), averaging.power_ema(2.0))
+    params = {"w": jnp.ones(3)}
+    state = opt.init(params)
+    updates, state = opt.update({"w": jnp.ones(3)}, state, params)
+    new = optax.apply_updates(params, updates)
+    np.testing.assert_allclose(averaging.averaged_params(state, params)["w"], new["w"])
+    assert averaging.has_average(state)

@@ -187,3 +187,21 @@ def test_a_flag_the_command_does_not_use_is_an_error(exp):
   assert_usage_error(cli("run", "--reference=nadamw", f"--experiment_dir={exp}"),
                      "run does not use --reference")
   assert not exp.exists()
+
+
+def test_posthoc_power_ema_widths_are_checked_before_anything_is_read(tmp_path):
+  trial = tmp_path / "trial"
+  trial.mkdir()
+  (trial / "meta_data_0.json").write_text('{"workload": "ogbg", "size": "small"}')
+  (trial / "hparams.json").write_text("{}")
+  out = tmp_path / "out"
+  assert_usage_error(cli("posthoc", str(trial), "--ema_sigma_rel=abc", f"--out={out}"),
+                     "--ema_sigma_rel: 'abc' is not a number")
+  assert_usage_error(cli("posthoc", str(trial), "--ema_sigma_rel=0.5", f"--out={out}"),
+                     "sigma_rel must be in (0, 0.2887]")
+  assert_usage_error(cli("posthoc", str(trial), "--ema_gamma=7", "--lawa=1:2",
+                         f"--out={out}"), "not both")
+  assert_usage_error(cli("posthoc", str(trial), "--ema_sigma_rel=0.1", f"--out={out}"),
+                     "no saved weights")
+  assert not out.exists()
+  assert "--ema_sigma_rel" in cli("posthoc", "-h").stdout

@@ -11,6 +11,7 @@ submissions.
 from __future__ import annotations
 
 import collections
+import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -133,8 +134,51 @@ class SwaAverage:
                        jnp.asarray(self.records, jnp.float32), current)
 
 
+class PowerEmaAverage:
+  """A power-EMA point run alongside training: `averaging.power_ema(gamma, every)`.
+
+  ``powerema:EVERY:GAMMA`` in ``--sweep_averages`` records every EVERY steps
+  (in ``--posthoc_grid``, EVERY is the snapshot interval of an every-step EMA).
+  """
+
+  def __init__(self, point: GridPoint, init_params: Any):
+    self.point = point
+    self.steps: Sequence[int] = ()
+    self.records = 0
+    self.average = _float_copy(init_params)
+
+  def records_at(self, step: int) -> bool:
+    return step >= 1 and step % self.point.every == 0
+
+  def record(self, step: int, weights: Any) -> None:
+    del step
+    self.records += 1
+    t = self.records
+    log_beta = (self.point.gamma + 1.0) * math.log1p(-1.0 / t) if t > 1 else -math.inf
+    self.average = _power_update(self.average, weights,
+                                 jnp.asarray(math.exp(log_beta), jnp.float32),
+                                 jnp.asarray(-math.expm1(log_beta), jnp.float32))
+
+  def value(self, store: dict[int, Any], current: Any) -> Any:
+    del store
+    if not self.records:
+      return current
+    return jax.tree.map(lambda a, p: a.astype(p.dtype), self.average, current)
+
+
+@jax.jit
+def _power_update(average: Any, weights: Any, beta: jax.Array, weight: jax.Array) -> Any:
+  return jax.tree.map(lambda a, w: beta * a + weight * w.astype(a.dtype), average, weights)
+
+
 AVERAGES = {"lawa": lambda point, init: LawaAverage(point), "ema": EmaAverage,
-            "swa": SwaAverage}
+            "swa": SwaAverage, "powerema": PowerEmaAverage}
+
+
+def records_at(average: Any, step: int) -> bool:
+  """Whether ``average`` records the weights of ``step`` (its point's schedule)."""
+  own = getattr(average, "records_at", None)
+  return own(step) if own is not None else average.point.records_at(step)
 
 
 def make_average(point: GridPoint, init_params: Any) -> Any:

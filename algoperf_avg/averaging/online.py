@@ -1,4 +1,4 @@
-"""Weight averaging (LAWA, EMA, SWA) as optax transformations.
+"""Weight averaging (LAWA, EMA, power EMA, SWA) as optax transformations.
 
 Each transform is meant as the last link of a chain::
 
@@ -26,7 +26,8 @@ Accuracy. Sums are kept in float32 (or wider) whatever the params' dtype. The
 LAWA running sum is recomputed exactly each time the ring wraps, so rounding
 cannot drift over many records; the SWA sum is Kahan-compensated.
 
-Memory (P = one copy of the params): EMA 1xP, LAWA (window+1)xP, SWA 2xP.
+Memory (P = one copy of the params): EMA and power EMA 1xP, LAWA (window+1)xP,
+SWA 2xP.
 With ``offload=True`` the ring / EMA / SWA buffers live in host memory
 (``pinned_host``); only the LAWA sum stays on the device.
 """
@@ -40,6 +41,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 _NO_PARAMS = "{} records the weights: call update(updates, state, params)."
@@ -62,6 +64,14 @@ class EmaWeightsState(NamedTuple):
   ema_weights: optax.Params  # float32
 
 
+class PowerEmaState(NamedTuple):
+  """State of `power_ema`: ``records`` is the t of the decay (1 - 1/t)^(gamma+1)."""
+
+  count: jax.Array
+  records: jax.Array
+  power_ema_weights: optax.Params  # float32
+
+
 class SwaState(NamedTuple):
   """State of `swa`: a Kahan-compensated float32 sum of the records."""
 
@@ -73,7 +83,7 @@ class SwaState(NamedTuple):
   swa_sum: optax.Params
 
 
-_STATE_TYPES = (LawaState, EmaWeightsState, SwaState)
+_STATE_TYPES = (LawaState, EmaWeightsState, PowerEmaState, SwaState)
 
 
 @functools.cache
@@ -309,6 +319,55 @@ def lawa(
   return optax.GradientTransformation(init_fn, update_fn)
 
 
+def _ema_transform(name, decay_at, every, start_step, offload, state_type, field):
+  """An EMA of the weights; ``decay_at(k)`` is ``(beta, 1 - beta)`` on record ``k`` (1-based).
+
+  ``1 - beta`` comes separately so that a decay close to 1 keeps its precision.
+  """
+  _check_schedule(every, start_step)
+  if offload:
+    _host_memory_available()  # warns once, here
+
+  def init_fn(params):
+    place = _Placement.current(offload)
+    return state_type(
+        count=jnp.zeros([], jnp.int32),
+        records=jnp.zeros([], jnp.int32),
+        **{field: jax.tree.map(
+            # A real copy, even under jit: a leaf aliasing a params buffer
+            # would be donated twice by the train step.
+            lambda p: place.store(
+                place.pack(jnp.array(p, _accumulator_dtype(p.dtype), copy=True))),
+            params,
+        )},
+    )
+
+  def update_fn(updates, state, params=None):
+    if params is None:
+      raise ValueError(_NO_PARAMS.format(name))
+    place = _Placement.current(offload)
+    # Outside the cond: see lawa.
+    weights = jax.tree.map(place.pack, optax.apply_updates(params, updates))
+
+    def record(average):
+      decay, weight = decay_at(state.records + 1)
+      average = jax.tree.map(
+          lambda w, a: decay * a + weight * w.astype(a.dtype),
+          weights, jax.tree.map(place.load, average))
+      return jax.tree.map(place.store, average)
+
+    average, records = _record_if_due(
+        state, every, start_step, record, getattr(state, field)
+    )
+    return updates, state_type(
+        count=optax.safe_increment(state.count),
+        records=records,
+        **{field: average},
+    )
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
 def ema(
     decay: float, every: int = 1, start_step: int = 0, *, offload: bool = False
 ) -> optax.GradientTransformation:
@@ -344,48 +403,90 @@ def ema(
   """
   if not 0.0 <= decay <= 1.0:
     raise ValueError(f"decay must be in [0, 1], got {decay}")
-  _check_schedule(every, start_step)
-  if offload:
-    _host_memory_available()
+  return _ema_transform("ema", lambda k: (decay, 1.0 - decay), every, start_step, offload,
+                        EmaWeightsState, "ema_weights")
 
-  def init_fn(params):
-    place = _Placement.current(offload)
-    return EmaWeightsState(
-        count=jnp.zeros([], jnp.int32),
-        records=jnp.zeros([], jnp.int32),
-        ema_weights=jax.tree.map(
-            # A real copy, even under jit: a leaf aliasing a params buffer
-            # would be donated twice by the train step.
-            lambda p: place.store(
-                place.pack(jnp.array(p, _accumulator_dtype(p.dtype), copy=True))),
-            params,
-        ),
-    )
 
-  def update_fn(updates, state, params=None):
-    if params is None:
-      raise ValueError(_NO_PARAMS.format("ema"))
-    place = _Placement.current(offload)
-    # Outside the cond: see lawa.
-    weights = jax.tree.map(place.pack, optax.apply_updates(params, updates))
+def sigma_rel_to_gamma(sigma_rel: float) -> float:
+  """The exponent gamma of a power EMA whose profile has relative width ``sigma_rel``.
 
-    def record(average):
-      as_float = jax.tree.map(lambda w, a: w.astype(a.dtype), weights, average)
-      average = optax.tree.update_moment(
-          as_float, jax.tree.map(place.load, average), decay, order=1
-      )
-      return jax.tree.map(place.store, average)
+  Karras et al. (2024, eq. 3 and App. C) measure a power-function profile
+  ``p(tau) ~ tau^gamma`` on ``[0, t]`` by its standard deviation relative to
+  ``t``: ``sigma_rel = (gamma + 1)^(1/2) (gamma + 2)^(-1) (gamma + 3)^(-1/2)``.
+  This inverts it: gamma is the largest real root of
+  ``gamma^3 + 7 gamma^2 + (16 - s) gamma + (12 - s)``, ``s = sigma_rel^-2``.
+  ``sigma_rel`` must lie in (0, 12^-1/2 ~ 0.2887], which maps onto
+  gamma >= 0 (12^-1/2: the uniform profile, gamma = 0), where sigma_rel
+  decreases with gamma; below gamma = 0 the map is not one-to-one.
+  """
+  if not 0.0 < sigma_rel <= _SIGMA_REL_MAX:
+    raise ValueError(f"sigma_rel must be in (0, {_SIGMA_REL_MAX:.4f}], got {sigma_rel}")
+  s = sigma_rel ** -2.0
+  roots = np.roots([1.0, 7.0, 16.0 - s, 12.0 - s])
+  return float(roots[np.abs(roots.imag) < 1e-9].real.max())
 
-    average, records = _record_if_due(
-        state, every, start_step, record, state.ema_weights
-    )
-    return updates, EmaWeightsState(
-        count=optax.safe_increment(state.count),
-        records=records,
-        ema_weights=average,
-    )
 
-  return optax.GradientTransformation(init_fn, update_fn)
+def gamma_to_sigma_rel(gamma: float) -> float:
+  """The relative standard deviation of a power EMA's profile (Karras et al. eq. 3)."""
+  if gamma <= -1.0:
+    raise ValueError(f"gamma must be > -1, got {gamma}")
+  return float((gamma + 1) ** 0.5 / ((gamma + 2) * (gamma + 3) ** 0.5))
+
+
+_SIGMA_REL_MAX = 12 ** -0.5 + 1e-12  # gamma = 0, the uniform profile (and rounding)
+
+
+def power_ema(
+    gamma: float, every: int = 1, start_step: int = 0, *, offload: bool = False
+) -> optax.GradientTransformation:
+  """Power-function EMA of the weights: its profile grows with training length.
+
+  On record ``t`` (1-based, records taken as in `lawa`),
+  ``ema <- beta_t * ema + (1 - beta_t) * w`` with
+  ``beta_t = (1 - 1/t)^(gamma + 1)``. The product of the decays telescopes,
+  so after ``T`` records record ``j`` has weight exactly
+  ``(j^(gamma+1) - (j-1)^(gamma+1)) / T^(gamma+1)``: a discretised
+  ``tau^gamma`` profile over the whole run, whose relative width
+  (`gamma_to_sigma_rel`) does not change with ``T``. ``beta_1 = 0``: the
+  average is the first record's weights, whatever ``init`` was given.
+  Kept in float32; ``1 - beta_t`` is computed as
+  ``-expm1((gamma+1) log1p(-1/t))``, accurate for long runs.
+
+  Example:
+    >>> import jax.numpy as jnp, optax
+    >>> from algoperf_avg import averaging
+    >>> tx = optax.chain(optax.sgd(1.0), averaging.power_ema(gamma=0.0))
+    >>> params = {"w": jnp.zeros(2)}
+    >>> state = tx.init(params)
+    >>> for _ in range(3):  # gamma=0: the uniform mean of the records 1, 2, 3
+    ...   updates, state = tx.update({"w": -jnp.ones(2)}, state, params)
+    ...   params = optax.apply_updates(params, updates)
+    >>> averaging.averaged_params(state, params)["w"]
+    Array([2., 2.], dtype=float32)
+
+  Args:
+    gamma: the exponent (> -1); from a relative width: `sigma_rel_to_gamma`.
+    every: steps between records.
+    start_step: first update that may be recorded.
+    offload: keep the average in host memory.
+
+  Returns:
+    A `optax.GradientTransformation` that returns the updates unchanged.
+
+  References:
+    Karras et al., "Analyzing and Improving the Training Dynamics of
+    Diffusion Models", CVPR 2024 (section 3.1, appendix C).
+  """
+  if not gamma > -1.0:
+    raise ValueError(f"gamma must be > -1, got {gamma}")
+  exponent = float(gamma) + 1.0
+
+  def decay_at(t):
+    log_beta = exponent * jnp.log1p(-1.0 / t.astype(jnp.float32))
+    return jnp.exp(log_beta), -jnp.expm1(log_beta)
+
+  return _ema_transform("power_ema", decay_at, every, start_step, offload, PowerEmaState,
+                        "power_ema_weights")
 
 
 def swa(
@@ -472,6 +573,8 @@ def _mean(state: Any, params: optax.Params) -> optax.Params:
     mean = jax.tree.map(lambda s: s / n, state.lawa_sum)
   elif isinstance(state, EmaWeightsState):
     mean = jax.tree.map(load, state.ema_weights)
+  elif isinstance(state, PowerEmaState):
+    mean = jax.tree.map(load, state.power_ema_weights)
   else:
     n = jnp.maximum(state.records, 1)
     mean = jax.tree.map(
@@ -484,7 +587,7 @@ def _mean(state: Any, params: optax.Params) -> optax.Params:
 
 
 def has_average(opt_state: optax.OptState) -> bool:
-  """Whether ``opt_state`` holds a `lawa`, `ema` or `swa` state (by name)."""
+  """Whether ``opt_state`` holds a `lawa`, `ema`, `power_ema` or `swa` state (by name)."""
   return any(
       isinstance(state, _STATE_TYPES)
       for t in _STATE_TYPES
@@ -502,11 +605,12 @@ def averaged_params(
   Without an averaging transform in the chain, returns ``params``.
 
   Args:
-    opt_state: the optimizer state of a chain containing `lawa`, `ema` or
-      `swa`.
+    opt_state: the optimizer state of a chain containing `lawa`, `ema`,
+      `power_ema` or `swa`.
     params: the current (training) weights: their dtypes are returned, and
       they are returned as is before the first record.
-    name: ``"LawaState"``, ``"EmaWeightsState"`` or ``"SwaState"``; needed
+    name: ``"LawaState"``, ``"EmaWeightsState"``, ``"PowerEmaState"`` or
+      ``"SwaState"``; needed
       only when the chain holds more than one averaging transform.
 
   Returns:

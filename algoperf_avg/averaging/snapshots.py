@@ -10,6 +10,14 @@ a narrower float dtype (``bfloat16`` halves the disk). Which steps:
   every record of an EMA or SWA point, and for a LAWA point the last
   ``window`` records before each eval (older ones are deleted as the run goes).
 
+* power EMAs (``powerema:S:GAMMA``, Karras et al. 2024): the run keeps the
+  power-function EMA of exponent GAMMA (`averaging.power_ema`, updated every
+  step, float32, in device memory: 1xP per point) and writes it every S steps
+  and at each eval step to ``<trial>/power_ema/<label>/<step>`` (with the model
+  state); `posthoc.synthesize` rebuilds EMAs of other widths from two such
+  points. Those in-memory averages do not survive a preemption: a trial
+  folder that already holds power-EMA snapshots is refused.
+
 `GridPoint.records_at` is the online transforms' schedule (`averaging.lawa`,
 `ema`, `swa`): update ``t`` is recorded when ``t >= start_step`` and
 ``(t - start_step) % every == 0``, so a sweep reproduces them.
@@ -32,19 +40,22 @@ from algoperf_avg import spec
 from algoperf_avg.training import checkpoints
 
 PARAMS_DIR = "params"  # <log_dir>/params/<step>
-METHODS = ("lawa", "ema", "swa")
+POWER_DIR = "power_ema"  # <log_dir>/power_ema/<label>/<step>
+METHODS = ("lawa", "ema", "swa", "powerema")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 @dataclasses.dataclass(frozen=True)
 class GridPoint:
-  """One averaging setting: LAWA (``window``), EMA (``decay``) or SWA."""
+  """One averaging setting: LAWA (``window``), EMA (``decay``), SWA, or a power
+  EMA (``gamma``) whose snapshots are kept every ``every`` steps."""
 
   method: str
   every: int
   window: int = 0
   decay: float = 0.0
   start_step: int = 0
+  gamma: float = 0.0
 
   @property
   def label(self) -> str:
@@ -54,6 +65,8 @@ class GridPoint:
       return f"lawa_every{self.every}_window{self.window}{start}"
     if self.method == "ema":
       return f"ema_every{self.every}_decay{self.decay!r}{start}"
+    if self.method == "powerema":
+      return f"powerema_every{self.every}_gamma{self.gamma!r}"
     return f"swa_every{self.every}_start{self.start_step}"
 
   def hparams(self, step_hint: int) -> dict[str, Any]:
@@ -65,11 +78,16 @@ class GridPoint:
     if self.method == "ema":
       return {"averaging": "ema", "ema_every": self.every, "ema_decay": self.decay,
               "ema_start_fraction": fraction}
+    if self.method == "powerema":
+      return {"averaging": "power_ema", "power_ema_gamma": self.gamma}
     return {"averaging": "swa", "swa_every": self.every, "swa_start_fraction": fraction}
 
   def records_at(self, step: int) -> bool:
-    """Whether the online transform records the weights of ``global_step == step``."""
-    return (step >= max(self.start_step, 1)
+    """Whether the online transform records the weights of ``global_step == step``.
+
+    Never for a power EMA: it keeps its own average, not the raw weights.
+    """
+    return (self.method != "powerema" and step >= max(self.start_step, 1)
             and (step - self.start_step) % self.every == 0)
 
 
@@ -82,14 +100,23 @@ def _positive_int(text: str, what: str) -> int:
 
 def parse_point(method: str, text: str) -> GridPoint:
   """``"64:20"`` (LAWA ``EVERY:WINDOW[:START]``), ``"8:0.99"`` (EMA
-  ``EVERY:DECAY[:START]``) or ``"1:500"`` (SWA ``EVERY:START``)."""
+  ``EVERY:DECAY[:START]``), ``"1:500"`` (SWA ``EVERY:START``) or ``"50:6.94"``
+  (power EMA ``EVERY:GAMMA``: snapshots every EVERY steps)."""
   forms = {"lawa": "EVERY:WINDOW[:START] (e.g. 64:20)",
            "ema": "EVERY:DECAY[:START] (e.g. 8:0.99)",
-           "swa": "EVERY:START (e.g. 1:500)"}
+           "swa": "EVERY:START (e.g. 1:500)",
+           "powerema": "EVERY:GAMMA (e.g. 50:6.94)"}
   if method not in forms:
     raise spec.UsageError(f"unknown averaging method {method!r}; choose from {METHODS}")
   parts = text.strip().split(":")
   try:
+    if method == "powerema":
+      if len(parts) != 2:
+        raise ValueError("two fields")
+      gamma = float(parts[1])
+      if not gamma > -1.0 or gamma != gamma or gamma == float("inf"):
+        raise ValueError("gamma must be a finite number > -1")
+      return GridPoint("powerema", _positive_int(parts[0], "every"), gamma=gamma)
     if method == "swa":
       if len(parts) != 2:
         raise ValueError("two fields")
@@ -117,7 +144,8 @@ def parse_grid(items: Iterable[str]) -> list[GridPoint]:
   for item in items:
     method, sep, rest = item.strip().partition(":")
     if not sep:
-      raise spec.UsageError(f"grid point {item!r} is not METHOD:... (lawa, ema or swa)")
+      raise spec.UsageError(
+          f"grid point {item!r} is not METHOD:... (lawa, ema, swa or powerema)")
     point = parse_point(method, rest)
     if point not in points:
       points.append(point)
@@ -149,8 +177,16 @@ class Policy:
   def active(self) -> bool:
     return bool(self.every or self.grid)
 
+  @property
+  def power_points(self) -> tuple[GridPoint, ...]:
+    return tuple(p for p in self.grid if p.method == "powerema")
+
   def saves_at(self, step: int) -> bool:
-    """Whether a step that is not an eval step is kept."""
+    """Whether the Store wants to see this step (every step, with power EMAs)."""
+    return bool(self.power_points) or self.saves_raw_at(step)
+
+  def saves_raw_at(self, step: int) -> bool:
+    """Whether a step that is not an eval step keeps its raw weights."""
     if step == 0:
       return True
     if self.every and step % self.every == 0:
@@ -167,6 +203,8 @@ class Policy:
     if self.every:
       keep |= {s for s in saved if s % self.every == 0}
     for point in self.grid:
+      if point.method == "powerema":
+        continue  # kept in its own folder, never pruned
       records = [s for s in saved if point.records_at(s)]
       if point.method == "lawa":
         for at in [*evals, now]:
@@ -176,9 +214,11 @@ class Policy:
     return keep
 
   def count(self, num_steps: int, eval_steps: Sequence[int]) -> int:
-    """Snapshots kept by the end of a run of ``num_steps`` with these evals."""
-    steps = [s for s in range(num_steps + 1) if self.saves_at(s)]
-    return len(self.needed(sorted(set(steps) | set(eval_steps)), eval_steps, num_steps))
+    """Snapshots (raw and power-EMA) kept by the end of a run of ``num_steps``."""
+    steps = [s for s in range(num_steps + 1) if self.saves_raw_at(s)]
+    raw = len(self.needed(sorted(set(steps) | set(eval_steps)), eval_steps, num_steps))
+    return raw + sum(len(set(range(p.every, num_steps + 1, p.every)) | set(eval_steps))
+                     for p in self.power_points)
 
 
 def snapshot_bytes(params: Any, model_state: Any, dtype: str | None) -> int:
@@ -207,12 +247,43 @@ def check_disk(folder: str, needed_bytes: int, what: str) -> str:
   return line
 
 
+@jax.jit
+def _power_update(average: Any, params: Any, t: jax.Array, gamma: jax.Array) -> Any:
+  """One `averaging.power_ema` record: ``t`` is the step (1-based, every step)."""
+  log_beta = (gamma + 1.0) * jnp.log1p(-1.0 / t.astype(jnp.float32))
+  beta, weight = jnp.exp(log_beta), -jnp.expm1(log_beta)
+  return jax.tree.map(lambda a, p: beta * a + weight * p.astype(a.dtype), average, params)
+
+
+def power_dir(log_dir: str, point: GridPoint) -> str:
+  """Where a power-EMA point's snapshots go: ``<log_dir>/power_ema/<label>``."""
+  return os.path.join(log_dir, POWER_DIR, point.label)
+
+
 class Store:
-  """The snapshots of one trial: saves what `Policy` keeps, prunes the rest."""
+  """The snapshots of one trial: saves what `Policy` keeps, prunes the rest.
+
+  The runner calls `save` at every step `Policy.saves_at` admits, and again at
+  each eval step unless the first call returned True (all of that step kept):
+  a second call at a step, or a call at a step ``saves_at`` does not admit,
+  is an eval step, whose raw weights and power EMAs are always kept.
+  """
 
   def __init__(self, log_dir: str, policy: Policy):
     self.directory = os.path.join(log_dir, PARAMS_DIR)
     self.policy = policy
+    self.power_dirs = {p: power_dir(log_dir, p) for p in policy.power_points}
+    for folder in self.power_dirs.values():
+      if checkpoints.list_steps(folder):
+        raise spec.UsageError(
+            f"{folder} already holds power-EMA snapshots: a run with power EMAs in "
+            "--posthoc_grid cannot resume (its averages live in memory); use a new "
+            "trial folder")
+    self._power: dict[GridPoint, Any] = {}  # point -> float32 average
+    self._power_step = 0  # the last step folded into the power EMAs
+    self._seen: set[int] = set()
+    self._raw_kept: set[int] = set()
+    self._power_kept: set[tuple[GridPoint, int]] = set()
 
   def _cast(self, params: Any) -> Any:
     if self.policy.dtype is None:
@@ -221,15 +292,45 @@ class Store:
     return jax.tree.map(
         lambda p: p.astype(dtype) if jnp.issubdtype(p.dtype, jnp.floating) else p, params)
 
-  def save(self, step: int, params: Any, model_state: Any, submission_time: float) -> None:
+  def _write(self, directory: str, step: int, params: Any, model_state: Any,
+             submission_time: float, **extra: Any) -> None:
     state = {"params": self._cast(params)}
     if jax.tree.leaves(model_state):  # orbax keeps no empty trees
       state["model_state"] = model_state
     checkpoints.save_checkpoint(
-        self.directory, step, state,
+        directory, step, state,
         {"global_step": step, "submission_time": submission_time,
-         "items": sorted(state), "dtype": self.policy.dtype},
+         "items": sorted(state), "dtype": self.policy.dtype, **extra},
         keep=None)
+
+  def save(self, step: int, params: Any, model_state: Any, submission_time: float
+           ) -> bool:
+    """Fold ``step`` into the power EMAs; keep what is due. True: nothing left to keep."""
+    eval_call = step in self._seen or not self.policy.saves_at(step)
+    self._seen.add(step)
+    if self.power_dirs and step > self._power_step:
+      for point in self.power_dirs:
+        average = self._power.get(point)
+        if average is None:  # beta_1 = 0: the first record replaces it
+          average = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
+        self._power[point] = _power_update(average, params, jnp.asarray(step, jnp.int32),
+                                           jnp.asarray(point.gamma, jnp.float32))
+      self._power_step = step
+    if (eval_call or self.policy.saves_raw_at(step)) and step not in self._raw_kept:
+      self._write(self.directory, step, params, model_state, submission_time)
+      self._raw_kept.add(step)
+    done = step in self._raw_kept
+    for point, folder in self.power_dirs.items():
+      if step < 1 or (point, step) in self._power_kept:
+        continue  # step 0: the initial weights, already in params/
+      if eval_call or step % point.every == 0:
+        average = jax.tree.map(lambda a, p: a.astype(p.dtype), self._power[point], params)
+        self._write(folder, step, average, model_state, submission_time,
+                    gamma=point.gamma, power_ema_every=point.every)
+        self._power_kept.add((point, step))
+      else:
+        done = False
+    return done
 
   def prune(self, eval_steps: Iterable[int], now: int) -> None:
     """Delete the snapshots no future sweep of the grid needs."""

@@ -8,7 +8,8 @@ trial folder beside the run's (``<sweep_dir>/<submission>_<label>/...``), so
 ``algoperf-avg score`` compares them as submissions. Because averaging never
 feeds back into training, each folder holds exactly what
 ``<submission> + averaging`` would have logged online (tests/test_sweep.py),
-at the cost of one training run instead of one per point.
+at the cost of one training run instead of one per point. A power EMA point
+``powerema:EVERY:GAMMA`` is `averaging.power_ema(GAMMA, EVERY)`.
 
 What it costs, and where it is counted: updating the averages and evaluating
 them are excluded from the submission time (logged as eval and logging time),
@@ -68,7 +69,7 @@ class InRunSweep:
   def record(self, step: int, params: Any) -> float:
     """Fold the weights after update ``step`` into the averages; returns seconds."""
     t0 = time.perf_counter()
-    due = [a for a in self.averages if a.point.records_at(step)]
+    due = [a for a in self.averages if grid_averages.records_at(a, step)]
     if due:
       # A copy: the next (donating) train step overwrites the params' buffers.
       weights = jax.tree.map(jnp.copy, params)

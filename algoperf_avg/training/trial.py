@@ -267,8 +267,9 @@ class Trial:
     if self.snapshots is None or self.global_step in self.snapshot_steps:
       return
     t0 = now()
-    self.snapshots.save(self.global_step, params, model_state, self.clocks.submission)
-    self.snapshot_steps.add(self.global_step)
+    # The Store says when all of this step is kept (power EMAs: also at evals).
+    if self.snapshots.save(self.global_step, params, model_state, self.clocks.submission):
+      self.snapshot_steps.add(self.global_step)
     self.clocks.logging += now() - t0
 
   def prune_snapshots(self) -> None:
