@@ -226,8 +226,9 @@ def test_divergence_is_recorded_not_raised(tmp_path):
   result = _train(workload, sub, tmp_path, hparams={"learning_rate": float("nan")},
                   max_global_steps=50, eval_every_steps=10)
   assert result.status == "diverged" and not result.reached_target
-  # Step 1 makes the weights NaN; step 2 sees a NaN loss and ends the trial.
-  assert result.global_step == 1
+  # Step 1 makes the weights NaN and step 2's loss is NaN; it is read while
+  # step 3 is dispatched (one step in flight), which ends the trial.
+  assert result.global_step == 2
   rows = logs.read_rows(str(tmp_path / "trial_1" / "eval_measurements.csv"))
   assert rows[-1]["diverged"] == 1
   status = json.load(open(tmp_path / "trial_1" / "status.json"))

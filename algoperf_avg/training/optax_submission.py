@@ -95,6 +95,7 @@ class OptaxSubmission:
         label_smoothing=hyperparameters.get("label_smoothing", 0.0) or 0.0,
     )
     opt_state = jax.jit(tx.init)(model_params)
+    self._pending = None  # (step, loss) not yet checked for divergence
     eval_fn = getattr(self.module, "eval_params", None)
     if eval_fn is None:
       from algoperf_avg import averaging
@@ -115,11 +116,17 @@ class OptaxSubmission:
     params, model_state, optimizer_state, loss = self._step(
         current_param_container, model_state, optimizer_state, batch, rng
     )
-    # The runner blocks on the step's results anyway (async-correct clock),
-    # so reading the scalar loss here adds no device sync of its own.
-    if not math.isfinite(float(loss)):
-      raise spec.DivergedError(f"training loss is {float(loss)} at step {global_step}")
+    # Divergence is checked on the previous step's loss: the runner has waited
+    # for that step already, so reading it does not stall the device (the
+    # current step keeps running while the host prepares the next batch).
+    self._check_pending()
+    self._pending = (global_step, loss)
     return optimizer_state, params, model_state
+
+  def _check_pending(self) -> None:
+    pending, self._pending = getattr(self, "_pending", None), None
+    if pending is not None and not math.isfinite(float(pending[1])):
+      raise spec.DivergedError(f"training loss is {float(pending[1])} at step {pending[0]}")
 
   def prepare_for_eval(
       self, workload, current_param_container, current_params_types, model_state,
