@@ -37,6 +37,11 @@ from tests import workload_data
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+# Checked in the default run; every other workload's cases take minutes each
+# on 2 CPU cores (compiling their models), so they run with ``-m slow`` (CI).
+DEFAULT_RUN = {"ogbg"}
+
+
 def _cases():
   cases = []
   for name in sorted(registry.WORKLOADS):
@@ -44,7 +49,7 @@ def _cases():
       marks = ()
       if size == "full" and name not in workload_data.FULL_SIZE:
         marks = pytest.mark.skip(reason=f"no tiny {name} dataset in tests/workload_data.py")
-      elif size == "full" and workload_data.FULL_SIZE[name].slow:
+      elif name not in DEFAULT_RUN or (size == "full" and workload_data.FULL_SIZE[name].slow):
         marks = pytest.mark.slow
       cases.append(pytest.param(name, size, id=f"{name}-{size}", marks=marks))
   return cases
@@ -202,10 +207,14 @@ def _run_devices(cases, devices):
   return json.loads(line[len("RESULT "):])
 
 
-def test_one_and_two_devices_evaluate_alike(data_roots):
+@pytest.mark.parametrize("scope", ["default", pytest.param("small", marks=pytest.mark.slow)])
+def test_one_and_two_devices_evaluate_alike(data_roots, scope):
+  """On 1 and 2 devices: the default run's cases, or (slow) every small size."""
   cases = []
   for param in CASES:
-    if param.marks:  # skipped, or slow: checked by their own parametrized tests
+    if scope == "default" and param.marks:  # skipped, or slow
+      continue
+    if scope == "small" and param.values[1] != "small":
       continue
     name, size = param.values
     full = workload_data.FULL_SIZE.get(name) if size == "full" else None
