@@ -22,7 +22,9 @@ def _algoperf_header() -> list[str]:
   if not os.path.exists(ARCHIVE):
     pytest.skip(f"AlgoPerf's leaderboard logs are not at {ARCHIVE} (see shared/data)")
   with tarfile.open(ARCHIVE) as archive:
-    text = archive.extractfile(MEMBER).read().decode()
+    # Members may be stored as "./algoperf_v06/..." or "algoperf_v06/...".
+    member = next(m for m in archive.getmembers() if m.name.lstrip("./") == MEMBER)
+    text = archive.extractfile(member).read().decode()
   return next(csv.reader(io.StringIO(text)))
 
 
