@@ -84,7 +84,8 @@ def format_summary(workload, named_results: list[tuple[str, Any]]) -> str:
   lines = [
       f"{workload.workload_id}: target validation/{metric} "
       f"{'>' if workload.target_direction == 'max' else '<'} {workload.validation_target_value:g}"
-      f" within {workload.max_allowed_runtime_sec:g}s",
+      + (f" within {budget:,} steps" if (budget := workload.targets.step_budget)
+         else f" within {workload.max_allowed_runtime_sec:g}s"),
       header,
       "-" * len(header),
   ]
