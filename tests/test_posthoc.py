@@ -107,7 +107,8 @@ def test_output_layout_columns_and_hparams(runs, tmp_path):
       "averaging": "ema", "ema_every": 2, "ema_decay": 0.999, "ema_start_fraction": 0.0}
   for log_dir in written:
     assert sorted(os.listdir(log_dir)) == [
-        "eval_measurements.csv", "hparams.json", "meta_data_0.json", "status.json"]
+        "eval_measurements.csv", "hparams.json", "measurements.csv", "meta_data_0.json",
+        "status.json"]
     meta = _json(log_dir, "meta_data_0.json")
     assert meta["posthoc_of"] == os.path.abspath(runs["plain"])
     assert meta["workload_id"] == "toy_small" and meta["rng_seed"] == 7
@@ -116,7 +117,8 @@ def test_output_layout_columns_and_hparams(runs, tmp_path):
       header = f.readline().strip().split(",")
     assert header == list(logs.TIME_COLUMNS) + [
         "validation/accuracy", "validation/loss",
-        "validation_online/accuracy", "validation_online/loss"]
+        "validation_online/accuracy", "validation_online/loss",
+        "validation_online/num_examples"]
     for step, row in _rows(log_dir).items():
       saved = checkpoints.restore_checkpoint(
           os.path.join(runs["plain"], runner.PARAMS_DIR), step,
