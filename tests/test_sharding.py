@@ -120,6 +120,8 @@ with jax.set_mesh(mesh):
   params, state = sharding.replicate(workload.init_model_fn(jax.random.key(0)), mesh)
   opt = sharding.place_state(sub.init_optimizer_state(workload, params, state, hp,
                                                       jax.random.key(1)), mesh)
+  placement = lambda tree: [str(x.sharding) for x in jax.tree.leaves(tree)]
+  before = placement((params, opt))
   batches = workload.train_batches(jax.random.key(2), None, 32)
   for step in range(3):
     batch = sharding.shard_batch(next(batches), mesh)
@@ -132,6 +134,8 @@ print(json.dumps({
     "per_device": sum(b.addressable_shards[0].data.nbytes for b in buffers),
     "total": sum(b.nbytes for b in buffers),
     "shards": [len({s.device for s in b.addressable_shards}) for b in buffers],
+    "placement_kept": placement((params, opt)) == before,
+    "params_replicated": all(x.sharding.is_fully_replicated for x in jax.tree.leaves(params)),
 }))
 """
 
@@ -145,3 +149,6 @@ def test_averaging_buffers_are_split_over_the_devices(submission):
   got = json.loads(out.stdout.strip().splitlines()[-1])
   assert got["total"] > 0 and set(got["shards"]) == {8}
   assert got["per_device"] * 8 == got["total"]  # 1/8 of the replicated layout per device
+  # Training keeps every placement it started with: the split buffers do not
+  # pull the params into their layout (they did before the step's out_shardings).
+  assert got["placement_kept"] and got["params_replicated"]

@@ -60,7 +60,38 @@ def make_train_step(
     new_params = optax.apply_updates(params, updates)
     return new_params, new_model_state, new_opt_state, loss
 
-  return jax.jit(step, donate_argnums=(0, 1, 2))
+  return _PlacementKeepingStep(step)
+
+
+class _PlacementKeepingStep:
+  """A jitted, donating step whose outputs keep the inputs' placements.
+
+  Without the output shardings, XLA's sharding propagation lets a buffer split
+  over the data axis (an averaging ring, EMA, SWA) pull the updated params into
+  its split layout after the first step, and the next step then recompiles for
+  that layout. The shardings are read from the first call's arguments (arrays,
+  or `jax.ShapeDtypeStruct`s for `lower`).
+  """
+
+  def __init__(self, step: Callable):
+    self._step = step
+    self._jitted: Callable | None = None
+
+  def _jit(self, params, model_state, opt_state) -> Callable:
+    if self._jitted is None:
+      keep = jax.tree.map(lambda x: getattr(x, "sharding", None),
+                          (params, model_state, opt_state))
+      self._jitted = jax.jit(self._step, donate_argnums=(0, 1, 2),
+                             out_shardings=(*keep, None))
+    return self._jitted
+
+  def __call__(self, params, model_state, opt_state, batch, rng):
+    return self._jit(params, model_state, opt_state)(params, model_state, opt_state,
+                                                     batch, rng)
+
+  def lower(self, params, model_state, opt_state, batch, rng):
+    return self._jit(params, model_state, opt_state).lower(params, model_state, opt_state,
+                                                           batch, rng)
 
 
 class OptaxSubmission:
