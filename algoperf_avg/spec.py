@@ -56,7 +56,9 @@ class _AlgoPerfEnum(enum.Enum):
     return NotImplemented
 
   def __hash__(self) -> int:
-    return hash((type(self).__name__, self.name))
+    # `enum.Enum`'s own hash: members equal to AlgoPerf's must hash like them,
+    # or a dict keyed by one package's members misses the other's.
+    return hash(self.name)
 
 
 class LossType(_AlgoPerfEnum):

@@ -79,16 +79,40 @@ def test_the_layer_is_the_harness():
       jax.random.key_data(jax.random.key(7)), random_utils.PRNGKey(7))
 
 
-def test_enums_equal_algoperfs_by_name_both_ways():
-  class ForwardPassMode(enum.Enum):  # what the real algoperf.spec defines
-    TRAIN = 0
-    EVAL = 1
+def _standard_enums() -> list[type[enum.Enum]]:
+  """Plain `enum.Enum` twins of ours, as the real algoperf.spec defines them."""
+  return [enum.Enum(cls.__name__, [(m.name, m.value) for m in cls])
+          for cls in (spec.ForwardPassMode, spec.ParameterType, spec.LossType)]
 
-  assert ForwardPassMode.TRAIN == spec.ForwardPassMode.TRAIN
-  assert spec.ForwardPassMode.TRAIN == ForwardPassMode.TRAIN
-  assert ForwardPassMode.EVAL != spec.ForwardPassMode.TRAIN
-  assert hash(spec.ForwardPassMode.TRAIN) == hash(spec.ForwardPassMode.TRAIN)
-  assert {spec.ParameterType.BIAS: 1}[spec.ParameterType.BIAS] == 1
+
+@pytest.mark.parametrize("theirs", _standard_enums(), ids=lambda c: c.__name__)
+def test_enums_equal_algoperfs_by_name_both_ways(theirs):
+  ours = getattr(spec, theirs.__name__)
+  first, *others = list(ours)
+  for member in ours:
+    assert theirs[member.name] == member
+    assert member == theirs[member.name]
+    assert hash(theirs[member.name]) == hash(member)
+  for other in others:
+    assert theirs[other.name] != first and first != theirs[other.name]
+
+
+@pytest.mark.parametrize("theirs", _standard_enums(), ids=lambda c: c.__name__)
+def test_mixed_dict_lookups_find_either_packages_member(theirs):
+  # e.g. a submission's {ParameterType.BIAS: ...} read with our parameter types.
+  ours = getattr(spec, theirs.__name__)
+  keyed_by_theirs = {m: m.name for m in theirs}
+  keyed_by_ours = {m: m.name for m in ours}
+  for member in ours:
+    assert keyed_by_theirs[member] == member.name
+    assert keyed_by_ours[theirs[member.name]] == member.name
+  assert set(theirs) == set(ours)
+
+
+def test_enums_of_another_name_stay_different():
+  Other = enum.Enum("Other", [("BIAS", 1)])
+  assert Other.BIAS != spec.ParameterType.BIAS
+  assert spec.ParameterType.BIAS not in {Other.BIAS: 0}
 
 
 def test_batch_size_falls_back_to_algoperfs_workload_name():
