@@ -73,7 +73,9 @@ _EVAL_EVERY = flags.DEFINE_integer(
     "eval_every_steps", None, "Evaluate every N steps instead of every eval period."
 )
 _STOP_AT_TARGET = flags.DEFINE_boolean(
-    "stop_at_target", True, "Stop a trial once the validation target is reached."
+    "stop_at_target", True,
+    "Stop a trial once both the validation and the test targets are reached "
+    "(each at some evaluation; workloads without a test split: the validation one)."
 )
 _RULESET = flags.DEFINE_enum("ruleset", "external", ["external", "self"], "Tuning ruleset.")
 _REFERENCE = flags.DEFINE_string("reference", None, "score/plot: reference submission.")

@@ -10,11 +10,12 @@ Training stops when the submission time reaches the budget
 (`max_allowed_runtime_sec` x ruleset multiplier) or, for small sizes, the
 step budget (`targets.Targets.step_budget` x the same multiplier), at
 ``max_global_steps``, when the submission raises `TrainingCompleteError`, when
-the loss diverges, or, with ``stop_at_target``, once the validation target is
-reached. An evaluation runs whenever ``eval_period_time_sec`` of wall time has
-passed since the last one (or every ``eval_every_steps`` steps: the small
-sizes' default, for runs that give the same numbers on any machine), and once
-more at the end.
+the loss diverges, or, with ``stop_at_target``, once both the validation and
+the test targets have been reached (as AlgoPerf; a workload without a test
+split needs only the validation target). An evaluation runs whenever
+``eval_period_time_sec`` of wall time has passed since the end of the last one
+(or every ``eval_every_steps`` steps: the small sizes' default, for runs that
+give the same numbers on any machine), and once more at the end.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class RunOptions:
 
   max_global_steps: int | None = None
   eval_every_steps: int | None = None  # None: AlgoPerf's time-based cadence
-  stop_at_target: bool = True  # stop once the validation target is reached
+  stop_at_target: bool = True  # stop once validation AND test targets are reached
   budget_multiplier: float = 1.0  # 1.5 under the self-tuning ruleset
   log_online_metrics: bool = True  # validation_online/* for averaged eval weights
   save_checkpoints: bool = True  # at evals, into <log_dir>/checkpoints
