@@ -165,6 +165,11 @@ def test_dry_run_prints_memory_and_writes_nothing(exp, tmp_path):
   assert "ogbg x nadamw_lawa" in result.stdout and "MiB per device" in result.stdout
   params_mib = float(result.stdout.split("params")[1].split()[0])
   assert params_mib == round(3_554_176 * 4 / 2**20, 1)  # full OGBG in float32
+  step = {k: float(result.stdout.split(f"train step {k}")[1].split()[0])
+          for k in ("argument", "output", "alias", "temp", "bound")}
+  assert step["bound"] == pytest.approx(
+      step["argument"] + step["output"] - step["alias"] + step["temp"], abs=0.2)
+  assert step["bound"] >= step["argument"] + step["temp"] - 0.2
   assert not exp.exists()
 
 

@@ -72,7 +72,21 @@ class Report:
     for key in ("argument", "output", "alias", "temp", "peak_memory"):
       if key in self.step:
         lines.append(f"  train step {key:<12}{self.step[key] / MiB:12.1f}")
+    if {"argument", "output", "alias", "temp"} <= set(self.step):
+      lines.append(f"  train step bound       {self.step_bound / MiB:12.1f}   "
+                   "(argument + output - alias + temp)")
     return "\n".join(lines)
+
+  @property
+  def step_bound(self) -> int:
+    """An upper bound of the step's live device memory.
+
+    XLA's ``peak_memory`` is backend-defined: XLA:CPU reports only the live
+    arguments there, leaving out its temporaries, so the bound is the figure
+    to plan with on every backend.
+    """
+    s = self.step
+    return s["argument"] + s["output"] - s["alias"] + s["temp"]
 
 
 def report(workload: spec.Workload, submission: spec.Submission, hparams: Any,
