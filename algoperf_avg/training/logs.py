@@ -198,23 +198,164 @@ def _parse_cell(text: str) -> Any:
   return int(number) if number.is_integer() and "." not in text and "e" not in text else number
 
 
-def _git_commit() -> str | None:
-  here = os.path.dirname(os.path.abspath(__file__))
+def _command(*args: str, cwd: str | None = None) -> str | None:
+  """A command's stripped stdout, or None when it is missing, fails or hangs."""
   try:
-    out = subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
-    )
+    out = subprocess.run(list(args), cwd=cwd, capture_output=True, text=True, timeout=10)
   except (OSError, subprocess.TimeoutExpired):
     return None
-  return out.stdout.strip() or None
+  return (out.stdout.strip() or None) if out.returncode == 0 else None
+
+
+def _git(*args: str) -> str | None:
+  """``git ARGS`` in this package's checkout (None outside one)."""
+  return _command("git", *args, cwd=os.path.dirname(os.path.abspath(__file__)))
+
+
+def _git_commit() -> str | None:
+  return _git("rev-parse", "HEAD")
+
+
+# Attributes AlgoPerf's logger leaves out of the ``workload.*`` keys, and ours
+# that are costly or belong to the running trial.
+_SKIPPED_WORKLOAD_ATTRIBUTES = frozenset(
+    {"param_shapes", "model_params_types", "evaluator", "metrics_logger"})
+
+
+def workload_properties(workload) -> dict[str, Any]:
+  """``workload.<name>`` for every public attribute that is a number, string or bool.
+
+  The same selection as AlgoPerf's ``meta_data.json`` (its ``workload.*``
+  keys: targets, budgets, example counts). AlgoPerf's workloads hold their
+  model sizes as attributes (``workload.latent_dim``); ours keep them in the
+  size's config, whose fields are listed the same way. An attribute that
+  raises is left out.
+  """
+  import dataclasses
+
+  values: dict[str, Any] = {}
+  config = getattr(workload, "config", None)
+  if dataclasses.is_dataclass(config):
+    values.update({f.name: getattr(config, f.name) for f in dataclasses.fields(config)})
+  for name in dir(workload):
+    if name.startswith("_") or name in _SKIPPED_WORKLOAD_ATTRIBUTES:
+      continue
+    try:
+      values[name] = getattr(workload, name)
+    except Exception:  # e.g. a size without that split or config field
+      continue
+  return {f"workload.{name}": value for name, value in sorted(values.items())
+          if isinstance(value, (bool, int, float, str))}
+
+
+def nvidia_gpus() -> list[dict[str, Any]]:
+  """One dict per NVIDIA GPU from ``nvidia-smi`` ([] without one), as GPUtil reads them."""
+  fields = ("index", "name", "driver_version", "utilization.gpu", "memory.total",
+            "memory.used", "memory.free", "temperature.gpu")
+  out = _command("nvidia-smi", f"--query-gpu={','.join(fields)}",
+                 "--format=csv,noheader,nounits")
+  gpus = []
+  for line in (out or "").splitlines():
+    cells = [c.strip() for c in line.split(",")]
+    if len(cells) != len(fields):
+      continue
+    gpu = dict(zip(fields, cells, strict=True))
+    for key in fields[3:]:
+      try:
+        gpu[key] = float(gpu[key])
+      except ValueError:  # "[N/A]" on some boards
+        gpu[key] = math.nan
+    gpus.append(gpu)
+  return gpus
+
+
+def _gpu_utilization(gpus: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+  """AlgoPerf's ``gpu.*`` keys: per GPU and averaged (memory in MB, util in [0, 1])."""
+  if not gpus:
+    return {}
+  per_gpu = {}
+  for gpu in gpus:
+    total = gpu["memory.total"]
+    per_gpu[gpu["index"]] = {
+        "compute.util": gpu["utilization.gpu"] / 100,
+        "mem.util": gpu["memory.used"] / total if total else math.nan,
+        "mem.total": total,
+        "mem.used": gpu["memory.used"],
+        "mem.free": gpu["memory.free"],
+        "temp.current": gpu["temperature.gpu"],
+    }
+  util: dict[str, Any] = {"gpu.count": len(gpus)}
+  for index, values in per_gpu.items():
+    util.update({f"gpu.{index}.{k}": v for k, v in values.items()})
+  for key in next(iter(per_gpu.values())):
+    util[f"gpu.avg.{key}"] = sum(v[key] for v in per_gpu.values()) / len(gpus)
+  return util
+
+
+def _cpu_model_name() -> str | None:
+  for line in (_command("lscpu") or "").splitlines():
+    if line.startswith("Model name:"):
+      return line.split(":", 1)[1].strip()
+  return platform.processor() or None
+
+
+def system_info() -> dict[str, Any]:
+  """AlgoPerf's utilization, hardware and software keys of ``meta_data.json``.
+
+  CPU, memory, disk and network counters (psutil); ``gpu.*``, ``gpu_model_name``,
+  ``gpu_count`` and ``gpu_driver`` only when ``nvidia-smi`` lists a GPU, as
+  AlgoPerf's logger. A counter the system does not offer is None.
+  """
+  import psutil
+
+  def counter(read, field):
+    try:
+      value = read()
+    except (OSError, RuntimeError, NotImplementedError):
+      return None
+    return getattr(value, field, None)
+
+  memory = psutil.virtual_memory()
+  info: dict[str, Any] = {
+      "cpu.util.avg_percent_since_last": psutil.cpu_percent(interval=None),
+      "cpu.freq.current": counter(psutil.cpu_freq, "current"),
+      "mem.total": memory.total,
+      "mem.available": memory.available,
+      "mem.used": memory.used,
+      "mem.percent_used": memory.percent,
+      # AlgoPerf's names for the disk counters.
+      "mem.read_bytes_since_boot": counter(psutil.disk_io_counters, "read_bytes"),
+      "mem.write_bytes_since_boot": counter(psutil.disk_io_counters, "write_bytes"),
+      "net.bytes_sent_since_boot": counter(psutil.net_io_counters, "bytes_sent"),
+      "net.bytes_recv_since_boot": counter(psutil.net_io_counters, "bytes_recv"),
+      "os_platform": platform.platform(),
+      "python_version": platform.python_version(),
+      "python_compiler": platform.python_compiler(),
+      "git_branch": _git("rev-parse", "--abbrev-ref", "HEAD"),
+      "git_commit_hash": _git_commit(),
+      "cpu_model_name": _cpu_model_name(),
+      "cpu_count": psutil.cpu_count(),
+  }
+  gpus = nvidia_gpus()
+  info.update(_gpu_utilization(gpus))
+  if gpus:
+    info.update({"gpu_model_name": gpus[0]["name"], "gpu_count": len(gpus),
+                 "gpu_driver": gpus[0]["driver_version"]})
+  return info
 
 
 def meta_data(workload, rng_seed: int, extra: Mapping[str, Any] | None = None) -> dict:
-  """What AlgoPerf's meta_data.json records, plus the workload size."""
+  """AlgoPerf's meta_data.json keys, plus ours (size, options, targets, devices).
+
+  AlgoPerf's: the ``workload.*`` properties (`workload_properties`), the
+  system's (`system_info`) and ``rng_seed``.
+  """
   import jax
 
   devices = jax.devices()
-  meta = {
+  meta = workload_properties(workload)
+  meta.update(system_info())
+  meta.update({
       "workload": workload.name,
       "workload_id": workload.workload_id,
       "size": workload.size,
@@ -230,6 +371,6 @@ def meta_data(workload, rng_seed: int, extra: Mapping[str, Any] | None = None) -
       "num_processes": jax.process_count(),
       "git_commit": _git_commit(),
       "targets": dict(vars(workload.targets)),
-  }
+  })
   meta.update(extra or {})
   return meta
