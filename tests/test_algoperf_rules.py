@@ -3,19 +3,20 @@
 The rules of AlgoPerf's ``submission_runner.train_once`` that the runner keeps:
 when training stops, what a submission is given (hyperparameters,
 ``train_state``, ``eval_results``), how steps and the eval period are counted,
-and the optional submission functions.
+the optional submission functions, and a resumed trial's ``hparams.json``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import jax.numpy as jnp
 import pytest
 
 from algoperf_avg import registry, spec
-from algoperf_avg.training import runner
+from algoperf_avg.training import logs, runner
 from algoperf_avg.training import trial as trial_lib
 from tests.toy import TOY_CONFIG, ToyWorkload
 
@@ -299,3 +300,27 @@ def test_get_eval_batch_size_is_used_when_defined(tmp_path, monkeypatch):
   train(workload, submission, max_global_steps=2, eval_every_steps=2)
   assert sizes == [64] != [workload.eval_batch_size]
 
+
+# ----- hparams.json of a resumed trial ----------------------------------------------
+
+
+def test_a_resumed_trial_keeps_its_hparams_json(tmp_path, capsys):
+  workload = ToyWorkload(validation_target=1.01)
+  log_dir = str(tmp_path / "trial_1")
+  first, second = Record(), Record()
+  train(workload, fake_submission(first), log_dir, {"learning_rate": 0.1},
+        max_global_steps=2, eval_every_steps=2, save_checkpoints=True,
+        checkpoint_every_sec=0)
+  with open(f"{log_dir}/hparams.json") as f:
+    written = json.load(f)
+  assert written["learning_rate"] == 0.1
+  # Rerun into the same folder with another value: it resumes with the saved one.
+  result = train(workload, fake_submission(second), log_dir, {"learning_rate": 0.5},
+                 max_global_steps=4, eval_every_steps=2, save_checkpoints=True,
+                 checkpoint_every_sec=0)
+  assert result.eval_rows[-1]["preemption_count"] == 1 and second.steps == [2, 3]
+  assert {h["learning_rate"] for h in second.hparams} == {0.1}
+  with open(f"{log_dir}/hparams.json") as f:
+    assert json.load(f) == written
+  assert "using its hparams.json" in capsys.readouterr().err
+  assert logs.read_rows(f"{log_dir}/eval_measurements.csv")[-1]["global_step"] == 4

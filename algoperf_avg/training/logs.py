@@ -90,6 +90,11 @@ def write_json(path: str, obj: Any) -> None:
   atomic_write_text(path, text + "\n")
 
 
+def json_round_trip(obj: Any) -> Any:
+  """``obj`` as `write_json` stores it and `json.load` reads it back."""
+  return json.loads(json.dumps(_finite_or_none(obj), default=_json_default))
+
+
 def _finite_or_none(obj: Any) -> Any:
   if isinstance(obj, float) and not math.isfinite(obj):
     return None

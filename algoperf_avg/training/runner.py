@@ -212,6 +212,7 @@ def train_once(
     print(snapshot_estimate(workload, options, log_dir), file=sys.stderr)
   trial = trial_lib.Trial(workload, submission, hparams, rng_seed, data_dir, log_dir, options)
   trial.check_same_run()
+  trial.reload_hparams()
   trial.mesh = options.mesh or sharding.make_mesh()
   workload.metrics_logger = trial.logger  # as AlgoPerf, for submissions that log
   try:

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 from typing import Any
 
@@ -164,12 +165,38 @@ class Trial:
           "use another --experiment_dir"
       )
 
+  def reload_hparams(self) -> None:
+    """Train with the folder's ``hparams.json`` when it has one (a resumed trial).
+
+    As AlgoPerf's ``write_hparams``: the hyperparameters a trial started with
+    stay its hyperparameters, whatever the rerun's search space or defaults
+    say now; the file is never rewritten.
+    """
+    path = os.path.join(self.log_dir or "", "hparams.json")
+    if not self.log_dir or not os.path.exists(path):
+      return
+    try:
+      with open(path) as f:
+        saved = json.load(f)
+    except (OSError, ValueError) as e:
+      raise spec.UsageError(f"cannot read {path}: {e}") from e
+    if not isinstance(saved, dict):
+      raise spec.UsageError(f"{path} holds no hyperparameter dict")
+    given = logs.json_round_trip(self.hparams.to_dict())
+    changed = sorted(k for k in set(saved) | set(given) if saved.get(k) != given.get(k))
+    if changed:
+      print(f"{self.log_dir}: using its hparams.json, not this run's values "
+            f"(they differ in {', '.join(changed)})", file=sys.stderr)
+    self.hparams = spec.Hyperparameters(saved)
+
   def write_start_files(self) -> None:
     if not self.writes_logs:
       return
     p = self.preemption_count
     os.makedirs(self.log_dir, exist_ok=True)
-    logs.write_json(os.path.join(self.log_dir, "hparams.json"), self.hparams.to_dict())
+    hparams_path = os.path.join(self.log_dir, "hparams.json")
+    if not os.path.exists(hparams_path):  # a resumed trial keeps its own
+      logs.write_json(hparams_path, self.hparams.to_dict())
     logs.write_json(
         os.path.join(self.log_dir, f"meta_data_{p}.json"),
         logs.meta_data(self.workload, self.rng_seed, {
