@@ -32,6 +32,23 @@ def test_epoch_order_is_the_same_stream():
   assert list(itertools.islice(data.epoch_order(7, seed=1, start=9), 5)) == order[9:14]
 
 
+def test_block_epoch_order_visits_one_block_at_a_time_and_starts_anywhere():
+  n, block = 12, 4
+  order = list(itertools.islice(data.block_epoch_order(n, block, seed=2), 3 * n))
+  for epoch in range(3):
+    visit = order[epoch * n:(epoch + 1) * n]
+    assert sorted(visit) == list(range(n))  # every example once per epoch
+    for k in range(0, n, block):  # ... block by block
+      assert len({i // block for i in visit[k:k + block]}) == 1
+  assert order[:n] != order[n:2 * n]  # a new order per epoch
+  for start in (0, 3, 4, 13, 30):
+    assert list(itertools.islice(data.block_epoch_order(n, block, seed=2, start=start),
+                                 6)) == order[start:start + 6]
+  assert list(itertools.islice(data.block_epoch_order(n, block, seed=3), n)) != order[:n]
+  with pytest.raises(ValueError, match="blocks of 5"):
+    next(data.block_epoch_order(12, 5, seed=0))
+
+
 def test_shard_bounds_cover_every_example_once():
   for n, shards in ((10, 3), (2, 4), (0, 2)):
     bounds = [data.shard_bounds(n, i, shards) for i in range(shards)]

@@ -287,22 +287,32 @@ def test_generated_molecules_are_valid_and_labels_are_exact():
 
 
 def test_generated_dataset_is_deterministic_with_noise_and_missing_labels():
-  config = synthetic.Config(num_train=3000, num_validation=10, num_test=10, seed=5)
+  config = synthetic.Config(num_train=3000, num_validation=10, num_test=10, seed=5,
+                            block_size=1000)
   first, second = synthetic.Dataset(config), synthetic.Dataset(config)
   train = first.splits["train"]
-  np.testing.assert_array_equal(train.node_feat, second.splits["train"].node_feat)
-  np.testing.assert_array_equal(train.labels, second.splits["train"].labels)
+  assert len(train) == 3000
+  # Blocks are the same whatever order they are made in.
+  late = second.splits["train"]
+  np.testing.assert_array_equal(late.block(2).node_feat, train.block(2).node_feat)
+  np.testing.assert_array_equal(late.block(0).labels, train.block(0).labels)
+  np.testing.assert_array_equal(train.example(2999)["node_feat"],
+                                train.block(2).example(999)["node_feat"])
+  assert not np.array_equal(train.block(1).labels, train.block(0).labels)
   other = synthetic.Dataset(dataclasses.replace(config, seed=6)).splits["train"]
   assert not np.array_equal(other.example(0)["node_feat"], train.example(0)["node_feat"])
-  assert np.isnan(train.labels).mean() == pytest.approx(config.missing_rate, abs=0.01)
+  block = train.block(0)
+  assert np.isnan(block.labels).mean() == pytest.approx(config.missing_rate, abs=0.01)
   noiseless = synthetic.generate(
-      3000, dataclasses.replace(config, label_noise=0.0, missing_rate=0.0),
-      np.random.default_rng(5),
+      1000, dataclasses.replace(config, label_noise=0.0, missing_rate=0.0),
+      np.random.default_rng([5, 0, 0]),
   )
-  np.testing.assert_array_equal(noiseless.node_feat, train.node_feat)
-  known = ~np.isnan(train.labels)
-  flipped = train.labels[known] != noiseless.labels[known]
-  assert flipped.mean() == pytest.approx(config.label_noise, abs=0.006)
+  np.testing.assert_array_equal(noiseless.node_feat, block.node_feat)
+  known = ~np.isnan(block.labels)
+  flipped = block.labels[known] != noiseless.labels[known]
+  assert flipped.mean() == pytest.approx(config.label_noise, abs=0.01)
+  with pytest.raises(ValueError, match="multiple of block_size"):
+    synthetic.Config(num_train=3000, block_size=2048)
 
 
 def test_small_eval_batches_hold_the_split_once_in_order():

@@ -69,6 +69,33 @@ def epoch_order(num_examples: int, seed: int, start: int = 0) -> Iterator[int]:
     yield int(batch[0])
 
 
+def block_epoch_order(num_examples: int, block_size: int, seed: int,
+                      start: int = 0) -> Iterator[int]:
+  """`epoch_order` for data made or read in blocks: one block at a time.
+
+  The examples are ``num_examples // block_size`` blocks of consecutive
+  indices. Epoch ``e`` visits the blocks in the order
+  ``default_rng([seed, e]).permutation(num_blocks)`` and the examples of block
+  ``b`` in ``default_rng([seed, e, b]).permutation(block_size)``, so a stream
+  needs one block in memory at a time (a generator makes block ``b`` on
+  demand), position ``p`` depends only on ``(seed, p)``, and starting at
+  ``start`` costs two permutations.
+  """
+  if block_size < 1 or num_examples < block_size or num_examples % block_size:
+    raise ValueError(f"{num_examples} examples do not split into blocks of {block_size}")
+  num_blocks = num_examples // block_size
+  epoch, offset = divmod(start, num_examples)
+  slot, offset = divmod(offset, block_size)
+  while True:
+    blocks = _permutation(num_blocks, seed, epoch)
+    for block in blocks[slot:]:
+      inner = np.random.default_rng([seed, epoch, int(block)]).permutation(block_size)
+      for i in inner[offset:]:
+        yield int(block) * block_size + int(i)
+      offset = 0
+    epoch, slot = epoch + 1, 0
+
+
 def index_batches(num_examples: int, batch_size: int, seed: int,
                   start_batch: int = 0) -> Iterator[np.ndarray]:
   """`epoch_order` cut into batches of ``batch_size`` indices, from ``start_batch``.

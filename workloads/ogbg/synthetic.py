@@ -19,7 +19,7 @@ a second.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -59,6 +59,9 @@ class Config:
   eval_label_noise: float | None = None
   missing_rate: float = 0.1
   seed: int = 0
+  # The training split is made in blocks of this many graphs, on demand (one
+  # in memory at a time): a split of one pass per run costs nothing up front.
+  block_size: int = 2_048
 
   def __post_init__(self):
     if not 6 <= self.min_nodes <= self.max_nodes:
@@ -66,6 +69,9 @@ class Config:
           f"need 6 <= min_nodes <= max_nodes (rings have up to 6 atoms), got "
           f"{self.min_nodes}, {self.max_nodes}"
       )
+    if self.block_size < 1 or self.num_train % self.block_size:
+      raise ValueError(f"num_train ({self.num_train}) must be a multiple of "
+                       f"block_size ({self.block_size})")
 
 
 class Molecules:
@@ -281,39 +287,60 @@ def _labels(atom, bond, real, in_ring, aromatic_atom, ring_size, ring_aromatic):
   return np.stack(tasks, axis=-1).astype(np.float32)
 
 
-class Dataset:
-  """The small workload's splits, generated once from ``config.seed``.
+class BlockMolecules:
+  """A training split made block by block on demand (`Config.block_size`).
 
-  ``eval_train`` is the first ``num_eval_train`` graphs of ``train``.
+  Block ``b`` is ``generate(block_size, config, default_rng([seed, 0, b]))``:
+  the same graphs whatever order the blocks are asked for in. The last block
+  made is kept, so a stream that reads block by block
+  (`algoperf_avg.kit.data.block_epoch_order`) makes each block once per pass.
+  """
+
+  def __init__(self, config: Config):
+    self.config = config
+    self.block_size = config.block_size
+    self._cached: tuple[int, Molecules] | None = None
+
+  def __len__(self) -> int:
+    return self.config.num_train
+
+  def block(self, b: int) -> Molecules:
+    """The ``block_size`` graphs of block ``b``."""
+    if self._cached is None or self._cached[0] != b:
+      rng = np.random.default_rng([self.config.seed, 0, b])
+      self._cached = (b, generate(self.block_size, self.config, rng))
+    return self._cached[1]
+
+  def example(self, i: int) -> dict[str, np.ndarray]:
+    """Graph ``i`` in the TFDS ``ogbg_molpcba`` format."""
+    if not 0 <= i < len(self):
+      raise IndexError(f"graph {i} of a split of {len(self)}")
+    b, j = divmod(int(i), self.block_size)
+    return self.block(b).example(j)
+
+  def examples(
+      self, order: np.ndarray | None = None
+  ) -> Iterator[dict[str, np.ndarray]]:
+    """Examples in ``order`` (default: stored order)."""
+    for i in range(len(self)) if order is None else order:
+      yield self.example(i)
+
+
+class Dataset:
+  """The small workload's splits, each from its own seed.
+
+  ``train`` is made block by block as it is read (`BlockMolecules`);
+  validation and test are made at once. ``eval_train`` is the first
+  ``num_eval_train`` graphs of ``train``.
   """
 
   def __init__(self, config: Config = Config()):
     self.config = config
-    rng = np.random.default_rng(config.seed)
     noise = config.label_noise if config.eval_label_noise is None else config.eval_label_noise
     evaluated = dataclasses.replace(config, label_noise=noise)
     self.splits = {
-        "train": generate(config.num_train, config, rng),
-        "validation": generate(config.num_validation, evaluated, rng),
-        "test": generate(config.num_test, evaluated, rng),
+        "train": BlockMolecules(config),
+        "validation": generate(config.num_validation, evaluated,
+                               np.random.default_rng([config.seed, 1])),
+        "test": generate(config.num_test, evaluated, np.random.default_rng([config.seed, 2])),
     }
-
-  def examples(
-      self,
-      split: str,
-      *,
-      num_examples: int | None = None,
-      shuffle_seed: int | Sequence[int] | None = None,
-  ) -> Iterator[dict[str, np.ndarray]]:
-    """One pass over a split (``eval_train`` reads ``train``), maybe shuffled.
-
-    ``num_examples`` keeps the first graphs of the split (before shuffling);
-    ``shuffle_seed`` seeds `numpy.random.default_rng` for the permutation.
-    """
-    molecules = self.splits["train" if split == "eval_train" else split]
-    size = len(molecules) if num_examples is None else min(num_examples, len(molecules))
-    if shuffle_seed is None:
-      order = np.arange(size)
-    else:
-      order = np.random.default_rng(shuffle_seed).permutation(size)
-    return molecules.examples(order)

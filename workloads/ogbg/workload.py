@@ -249,7 +249,8 @@ class OgbgWorkload(spec.Workload):
 
     def make(position):
       first = position or 0  # examples of the global stream already batched
-      order = data.epoch_order(len(molecules), seed, start=first)
+      order = data.block_epoch_order(len(molecules), molecules.block_size, seed,
+                                     start=first)
       batches = batcher(map(molecules.example, order), shard=(shard_index, num_shards))
       for batch in batches:
         yield batch, first + batches.consumed
