@@ -91,18 +91,18 @@ TARGETS: dict[str, Targets] = {
         step_hint=52_000,
         eval_period_sec=240,
     ),
-    # CPU-scale variant on generated molecule-like graphs (20% of training
-    # labels flipped, clean validation/test labels). Budget in steps, evals
-    # every 100 steps. The calibration rule is NOT met yet
-    # (results/calibration/ogbg_small*.csv): at step_hint the runs are still
-    # learning and the seeds spread widely (final mAP 0.938 / 0.975 / 0.956),
-    # the constant-LR run ends at 0.960; 0.93 is first reached at 64/50/50% of
-    # step_hint by cosine and at 64% by the constant run.
+    # CPU-scale variant on generated molecule-like graphs: one pass of fresh
+    # graphs per run, 20% of training labels flipped, clean validation/test
+    # labels. Budget in steps, evals every 100 steps. The calibration rule is
+    # NOT met (results/calibration/ogbg_small*.csv): the seeds end far apart
+    # (validation mAP 0.980 / 0.958 / 0.971) and the constant-LR run jumps to
+    # 0.961 at step 2,200; 0.955 is first reached at 69/89/72% of step_hint by
+    # cosine (test mAP then >= 0.951) and at 61% by the constant run.
     "ogbg_small": Targets(
         metric="mean_average_precision",
         direction="max",
-        validation=0.93,
-        test=0.92,
+        validation=0.955,
+        test=0.95,
         max_runtime_sec=math.inf,
         step_hint=3_600,
         eval_period_sec=10,

@@ -60,13 +60,15 @@ FULL = OgbgConfig(
     },
 )
 
-# Noisy training labels (20% flipped) and clean validation/test labels: the
-# last iterates of a constant learning rate chase the flips, annealing averages
-# them out, so the target rewards annealing (the calibration rule;
-# results/calibration/README.md has the exploration behind these values).
-SMALL_DATA = synthetic.Config(label_noise=0.2, eval_label_noise=0.0)
+# One pass of fresh molecules per run (3,600 steps x 128 graphs, made block by
+# block as they are read), 20% of the training labels flipped, clean
+# validation/test labels, and a GNN wide enough to learn the tasks well within
+# the budget: a constant learning rate then stalls at its noise floor while
+# the annealed run keeps improving, so the target rewards annealing (the
+# calibration rule; results/calibration/README.md has the exploration).
+SMALL_DATA = synthetic.Config(num_train=3_600 * 128, label_noise=0.2, eval_label_noise=0.0)
 SMALL = OgbgConfig(
-    num_tasks=len(synthetic.TASKS), latent_dim=64, hidden_dims=(64,),
+    num_tasks=len(synthetic.TASKS), latent_dim=128, hidden_dims=(128,),
     num_message_passing_steps=3,
     num_train_examples=SMALL_DATA.num_train, num_eval_train_examples=2_048,
     num_validation_examples=SMALL_DATA.num_validation,
@@ -74,11 +76,11 @@ SMALL = OgbgConfig(
     eval_batch_size=1_024, train_batch_size=128,
     avg_nodes=synthetic.AVG_NODES_PER_GRAPH,
     avg_edges=synthetic.AVG_EDGES_PER_GRAPH,
-    # Best early progress (and within noise of the best final mAP, ~0.88) in
-    # a sweep of NadamW, warmup + cosine over 2,000 steps at batch 128:
-    # lr 0.003-0.02, beta2 0.99/0.999, weight decay 1e-4 to 0.1.
+    # Seed 0, 3,600 steps, warmup + cosine: lr 0.006 and 0.012 end level
+    # (validation mAP 0.973), and at 0.012 the constant-LR run stalls near
+    # 0.93, where the annealing gain is clear (lr 0.006 constant: 0.971).
     reference_hparams={
-        "learning_rate": 0.006,
+        "learning_rate": 0.012,
         "one_minus_beta1": 0.1,
         "beta2": 0.99,
         "weight_decay": 0.01,
