@@ -226,7 +226,7 @@ class TrainLoop:
 
       progress(Progress(self.trial.global_step, self.trial.clocks.submission,
                         self.trial.budget, self.latest_metric,
-                        self.workload.target_metric_name))
+                        self.workload.target_metric_name, self.trial.step_budget))
 
 
 def _unpack_prepared(prepared: Any, params: Any, model_state: Any):

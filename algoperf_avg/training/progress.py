@@ -30,7 +30,13 @@ class ProgressBar:
     if now - self._last < self.min_interval:
       return
     self._last = now
-    frac = min(progress.submission_time / max(progress.budget, 1e-9), 1.0)
+    steps = getattr(progress, "step_budget", None)
+    if steps:  # a step budget (small sizes): progress and budget in steps
+      frac = min(progress.global_step / steps, 1.0)
+      budget = f"{progress.submission_time:7.1f}s, {steps:,} steps"
+    else:
+      frac = min(progress.submission_time / max(progress.budget, 1e-9), 1.0)
+      budget = f"{progress.submission_time:7.1f}/{progress.budget:.0f}s"
     filled = int(frac * self.width)
     metric = (
         f"{progress.latest_metric:.4f}" if progress.latest_metric is not None else "-"
@@ -38,7 +44,7 @@ class ProgressBar:
     self._text = (
         f"{self.label} | step {progress.global_step:>6} | "
         f"[{'#' * filled}{'.' * (self.width - filled)}] "
-        f"{progress.submission_time:7.1f}/{progress.budget:.0f}s | "
+        f"{budget} | "
         f"val {progress.metric_name} {metric}"
     )
     if self.interactive:

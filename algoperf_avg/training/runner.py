@@ -82,6 +82,7 @@ class Progress:
   budget: float
   latest_metric: float | None
   metric_name: str
+  step_budget: int | None = None  # small sizes: the budget is in steps
 
 
 @dataclasses.dataclass
