@@ -94,8 +94,8 @@ def test_full_parameter_tree_has_algoperf_layout():
 
 def test_small_model_is_smaller():
   small = OgbgWorkload("small")
-  assert small.num_params == 131_672
-  assert small.param_shapes["Dense_9"]["kernel"].shape == (64, small.config.num_tasks)
+  assert small.num_params == 509_080 < OgbgWorkload("full").num_params
+  assert small.param_shapes["Dense_9"]["kernel"].shape == (128, small.config.num_tasks)
 
 
 def test_outputs_match_algoperf_golden_values():
