@@ -28,7 +28,10 @@ STEPS, EVERY = 40, 20
 def _train(submission_ref, tmp_path=None, steps=STEPS):
   workload = OgbgWorkload("small")
   sub = registry.load_submission(submission_ref)
-  hp = runner.resolve_hparams(workload, sub, {})
+  # Half OGBG-small's reference peak LR: at 0.012 the two jitted steps' float
+  # differences (1e-7 after 10 steps: another order of the same operations)
+  # grow to 2e-3 in validation loss by step 40; at 0.006 they stay below 1e-5.
+  hp = runner.resolve_hparams(workload, sub, {"learning_rate": 0.006})
   log_dir = str(tmp_path) if tmp_path else None
   return runner.train_once(workload, sub, hp, 0, None, log_dir, runner.RunOptions(
       max_global_steps=steps, eval_every_steps=EVERY, stop_at_target=False))
