@@ -83,4 +83,7 @@ def test_two_processes_train_and_evaluate_like_one(tmp_path):
     for split in ("train", "validation", "test"):
       for metric in ("loss", "mean_average_precision"):
         key = f"{split}/{metric}"
-        np.testing.assert_allclose(b[key], a[key], rtol=1e-5, err_msg=key)
+        # Another reduction order (2 x 2 devices vs 1 x 4): 3.4e-5 relative in
+        # train/loss by step 20 at OGBG-small's lr 0.012 (measured); a split
+        # counted twice or missed would be off by percent.
+        np.testing.assert_allclose(b[key], a[key], rtol=1e-4, err_msg=key)

@@ -276,35 +276,23 @@ def test_missing_labels_give_finite_gradients():
 
 
 def test_small_workload_learns_in_a_few_hundred_steps():
+  from algoperf_avg import registry
+  from algoperf_avg.training import runner
+
   workload = OgbgWorkload("small")
   params, state = workload.init_model_fn(jax.random.key(0))
-  optimizer = optax.adam(3e-3)
-  opt_state = optimizer.init(params)
-
-  @jax.jit
-  def step(params, opt_state, batch):
-    def loss(p):
-      logits, _ = workload.model_fn(
-          p, batch, state, spec.ForwardPassMode.TRAIN, jax.random.key(0), True, 0.0
-      )
-      out = workload.loss_fn(batch["targets"], logits, batch["weights"])
-      return out["summed"] / out["n_valid_examples"]
-
-    grads = jax.grad(loss)(params)
-    updates, opt_state = optimizer.update(grads, opt_state)
-    return optax.apply_updates(params, updates), opt_state
-
-  def validation_map(params):
-    return workload.eval_model(workload.eval_batch_size, params, state, None, None,
+  before = workload.eval_model(workload.eval_batch_size, params, state, None, None,
                                splits=("validation",))["validation/mean_average_precision"]
-
-  before = validation_map(params)
-  batches = workload.build_input_queue(jax.random.key(1), "train", None, 64)
-  for _ in range(300):
-    params, opt_state = step(params, opt_state, next(batches))
-  after = validation_map(params)
+  # The reference NadamW (warmup to lr 0.012, cosine): validation mAP about 0.5
+  # at step 300 in the calibration runs (results/calibration/ogbg_small.csv).
+  sub = registry.load_submission("nadamw")
+  result = runner.train_once(workload, sub, runner.resolve_hparams(workload, sub, {}), 0,
+                             None, None, runner.RunOptions(
+                                 max_global_steps=300, eval_every_steps=300,
+                                 stop_at_target=False, save_checkpoints=False))
+  after = result.eval_rows[-1]["validation/mean_average_precision"]
   assert before < 0.35
-  assert after > before + 0.15, (before, after)  # 0.26 -> 0.52 on CPU
+  assert after > before + 0.15, (before, after)
 
 
 @pytest.mark.parametrize("size", ["full", "small"])
