@@ -20,8 +20,11 @@ import numpy as np
 from algoperf_avg.training import logs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ARGS = ["run", "--workload=ogbg", "--size=small", "--max_global_steps=20",
-        "--eval_every_steps=10", "--rng_seed=3"]
+# Few steps: the two layouts reduce in another order, and Adam's normalisation
+# of near-zero gradients amplifies that (on the width-128 OGBG-small, 1.5e-4
+# relative in validation loss and 5e-3 in train mAP by step 20).
+ARGS = ["run", "--workload=ogbg", "--size=small", "--max_global_steps=4",
+        "--eval_every_steps=2", "--rng_seed=3"]
 
 CHILD = """
 import atexit, json, sys
@@ -78,12 +81,12 @@ def test_two_processes_train_and_evaluate_like_one(tmp_path):
   assert written[1] and all(f"{os.sep}input_state{os.sep}" in path
                             and f"{os.sep}process_1{os.sep}" in path for path in written[1])
   one, two = _rows(single), _rows(multi)
-  assert [r["global_step"] for r in one] == [r["global_step"] for r in two] == [10, 20]
+  assert [r["global_step"] for r in one] == [r["global_step"] for r in two] == [2, 4]
   for a, b in zip(one, two, strict=True):
     for split in ("train", "validation", "test"):
       for metric in ("loss", "mean_average_precision"):
         key = f"{split}/{metric}"
-        # Another reduction order (2 x 2 devices vs 1 x 4): 3.4e-5 relative in
-        # train/loss by step 20 at OGBG-small's lr 0.012 (measured); a split
-        # counted twice or missed would be off by percent.
-        np.testing.assert_allclose(b[key], a[key], rtol=1e-4, err_msg=key)
+        np.testing.assert_allclose(b[key], a[key], rtol=1e-4, err_msg=key)  # 3.7e-5 seen (mAP)
+    # Each split's examples are counted exactly once across the processes.
+    for split in ("validation", "test"):
+      assert a[f"{split}/num_examples"] == b[f"{split}/num_examples"] == 2_048
