@@ -147,16 +147,22 @@ class Trial:
 
   # ----- files ---------------------------------------------------------------
 
+  def _read_json(self, name: str) -> Any:
+    """``name`` in the trial folder, parsed; None when there is no such file."""
+    path = os.path.join(self.log_dir or "", name)
+    if not self.log_dir or not os.path.exists(path):
+      return None
+    try:
+      with open(path) as f:
+        return json.load(f)
+    except (OSError, ValueError) as e:
+      raise spec.UsageError(f"cannot read {path}: {e}") from e
+
   def check_same_run(self) -> None:
     """Refuse to resume into a trial folder of another workload or submission."""
-    meta_path = os.path.join(self.log_dir or "", "meta_data_0.json")
-    if not self.log_dir or not os.path.exists(meta_path):
+    meta = self._read_json("meta_data_0.json")
+    if meta is None:
       return
-    try:
-      with open(meta_path) as f:
-        meta = json.load(f)
-    except (OSError, ValueError) as e:
-      raise spec.UsageError(f"cannot read {meta_path}: {e}") from e
     mine = {"workload_id": self.workload.workload_id, "submission": self.submission.name}
     theirs = {k: meta.get(k) for k in mine}
     if theirs != mine:
@@ -173,13 +179,9 @@ class Trial:
     say now; the file is never rewritten.
     """
     path = os.path.join(self.log_dir or "", "hparams.json")
-    if not self.log_dir or not os.path.exists(path):
+    saved = self._read_json("hparams.json")
+    if saved is None:
       return
-    try:
-      with open(path) as f:
-        saved = json.load(f)
-    except (OSError, ValueError) as e:
-      raise spec.UsageError(f"cannot read {path}: {e}") from e
     if not isinstance(saved, dict):
       raise spec.UsageError(f"{path} holds no hyperparameter dict")
     given = logs.json_round_trip(self.hparams.to_dict())
