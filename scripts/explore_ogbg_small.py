@@ -31,7 +31,13 @@ def main() -> None:
                       help="training graphs (3,600 x 128: one pass per run)")
   parser.add_argument("--label_noise", type=float, default=0.2,
                       help="fraction of training labels flipped")
+  parser.add_argument("--graded", action="store_true",
+                      help="graded labels (synthetic.Config.graded): drawn, not flipped")
+  parser.add_argument("--eval_label_noise", type=float, default=None,
+                      help="validation/test label_noise (default: the workload's)")
   parser.add_argument("--latent", type=int, default=128, help="GNN width")
+  parser.add_argument("--message_passing_steps", type=int, default=3,
+                      help="GNN message-passing steps (the full size has 5)")
   parser.add_argument("--lr", type=float, default=0.012, help="peak learning rate")
   parser.add_argument("--schedule", default="cosine", choices=("cosine", "constant"))
   parser.add_argument("--seed", type=int, default=0)
@@ -43,12 +49,15 @@ def main() -> None:
   from workloads.ogbg import workload as ogbg
 
   data = dataclasses.replace(ogbg.SMALL_DATA, num_train=args.num_train,
-                             label_noise=args.label_noise)
+                             label_noise=args.label_noise, graded=args.graded)
+  if args.eval_label_noise is not None:
+    data = dataclasses.replace(data, eval_label_noise=args.eval_label_noise)
   ogbg.small_dataset = functools.lru_cache(maxsize=1)(lambda: synthetic.Dataset(data))
   hparams = dict(ogbg.SMALL.reference_hparams, learning_rate=args.lr)
   ogbg.OgbgWorkload.configs = dict(ogbg.OgbgWorkload.configs, small=dataclasses.replace(
       ogbg.SMALL, num_train_examples=args.num_train, latent_dim=args.latent,
-      hidden_dims=(args.latent,), reference_hparams=hparams))
+      hidden_dims=(args.latent,), reference_hparams=hparams,
+      num_message_passing_steps=args.message_passing_steps))
   workload = registry.get_workload("ogbg", "small")
   row = targets.TARGETS[workload.workload_id]
   sub = registry.load_submission("nadamw")
@@ -56,7 +65,9 @@ def main() -> None:
   result = runner.train_once(workload, sub, hp, args.seed, None, None, runner.RunOptions(
       stop_at_target=False, save_checkpoints=False, max_global_steps=row.step_budget,
       eval_every_steps=row.eval_every_steps))
-  name = (f"train{args.num_train}_noise{args.label_noise}_width{args.latent}_lr{args.lr}_"
+  name = (f"train{args.num_train}_{'graded' if args.graded else 'noise'}{args.label_noise}_"
+          f"{'' if args.eval_label_noise is None else f'eval{args.eval_label_noise}_'}width{args.latent}_"
+          f"{'' if args.message_passing_steps == 3 else f'mp{args.message_passing_steps}_'}lr{args.lr}_"
           f"{args.schedule}_seed{args.seed}")
   metric = f"validation/{row.metric}"
   old = []

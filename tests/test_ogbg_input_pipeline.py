@@ -315,6 +315,32 @@ def test_generated_dataset_is_deterministic_with_noise_and_missing_labels():
     synthetic.Config(num_train=3000, block_size=2048)
 
 
+def test_graded_labels_grow_with_the_substructure_count():
+  """p = f + (1 - 2f)(1 - 2^-k): with f = 0, never without the substructure,
+  half the graphs with one carbonyl carbon (C=O), 3/4 with two."""
+  config = synthetic.Config(label_noise=0.0, missing_rate=0.0, graded=True)
+  graded = synthetic.generate(6000, config, np.random.default_rng(4))
+  exact = synthetic.generate(6000, dataclasses.replace(config, graded=False),
+                             np.random.default_rng(4))
+  np.testing.assert_array_equal(graded.node_feat, exact.node_feat)
+  assert np.all(graded.labels[exact.labels == 0] == 0)
+  task = synthetic.TASKS.index("C=O")
+  carbonyls = np.zeros(len(graded), int)
+  for i in range(len(graded)):
+    example = graded.example(i)
+    atoms = example["node_feat"][:, 0][example["edge_index"]]  # (bonds, 2)
+    double = example["edge_feat"][:, 0] == synthetic.DOUBLE
+    carbon, oxygen = synthetic.ATOMIC_NUMBER_FEATURE[[synthetic.CARBON, synthetic.OXYGEN]]
+    c_o = ((atoms[:, 0] == carbon) & (atoms[:, 1] == oxygen)) | (
+        (atoms[:, 0] == oxygen) & (atoms[:, 1] == carbon))
+    carbonyls[i] = np.sum(double & c_o)  # C=O bonds (a carbon with two: rare)
+  labels = graded.labels[:, task]
+  assert np.all(exact.labels[:, task] == (carbonyls > 0))
+  assert labels[carbonyls == 1].mean() == pytest.approx(0.5, abs=0.04)
+  assert labels[carbonyls == 2].mean() == pytest.approx(0.75, abs=0.06)
+  assert labels[carbonyls == 0].sum() == 0
+
+
 def test_small_eval_batches_hold_the_split_once_in_order():
   workload = OgbgWorkload("small")
   batches = list(workload.build_input_queue(

@@ -114,6 +114,10 @@ class WmtWorkload(spec.Workload):
           None, "pieces of the tokenizer and the model's shared embedding "
           "(default: the size's; the tests' tiny datasets use fewer)",
           lambda v: None if v in (None, "", "default") else int(v)),
+      "decode_length": config.Option(
+          None, "longest evaluation translation in tokens (default: the size's "
+          "max_len, 256 at full size as AlgoPerf; shorter is quicker, BLEU not "
+          "comparable)", lambda v: None if v in (None, "", "default") else int(v)),
   }
   output_params_key = "shared_embedding"
 
@@ -125,6 +129,11 @@ class WmtWorkload(spec.Workload):
       self.model_config = dataclasses.replace(self.model_config, vocab_size=vocab_size)
     self._model = model.Transformer(self.model_config)
     self._detokenizer = None
+    decode_length = self.option_values["decode_length"]
+    if decode_length is not None and not 2 <= decode_length <= self.max_length:
+      raise spec.UsageError(f"wmt option decode_length must be in 2..{self.max_length} "
+                            f"(the {size} model's max_len), got {decode_length}")
+    self.decode_length = decode_length or self.max_length
 
   @property
   def max_length(self) -> int:
@@ -263,7 +272,7 @@ class WmtWorkload(spec.Workload):
     """
     del rng  # deterministic
     translations = decode.translate(self._model, params, batch["inputs"],
-                                    max_decode_len=self.max_length)
+                                    max_decode_len=self.decode_length)
     per_example = {"translations": translations, "targets": batch["targets"]}
     if metrics == "target":
       return engine.EvalOutput(sums={}, per_example=per_example)
