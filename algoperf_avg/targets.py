@@ -110,15 +110,15 @@ TARGETS: dict[str, Targets] = {
         eval_every_steps=100,
     ),
     # CPU-scale variant on generated click logs in the real TSV format. Budget
-    # in steps. The calibration rule cannot be met (results/calibration/
-    # README.md): a constant LR does as well as cosine here. The target is
-    # where cosine first gets in every seed at 60-80% of step_hint
-    # (results/calibration/criteo1tb_small*.csv).
+    # in steps. Calibrated by the rule (results/calibration/criteo1tb_small*.csv):
+    # cosine first reaches 0.0830 at 80% / 75% / 85% of step_hint (seeds 0-2),
+    # the constant-LR run bottoms out at 0.0855. The test target is met by
+    # every cosine seed when it first meets the validation one.
     "criteo1tb_small": Targets(
         metric="loss",
         direction="min",
-        validation=0.0985,
-        test=0.0925,
+        validation=0.0830,
+        test=0.0770,
         max_runtime_sec=math.inf,
         step_hint=2_000,
         eval_every_steps=100,

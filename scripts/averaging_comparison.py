@@ -72,9 +72,16 @@ def main() -> None:
   parser.add_argument("--lawa_window", type=int, default=20)
   parser.add_argument("--ema_decay", type=float, default=0.9)
   parser.add_argument("--out", default=None)
+  parser.add_argument("--plot_only", action="store_true",
+                      help="redraw curves.png from the curves.csv in --out (no training)")
   args = parser.parse_args()
   workload = registry.get_workload(args.workload, "small")
   out = args.out or os.path.join(ROOT, "results", workload.workload_id)
+  if args.plot_only:
+    curves = logs.read_rows(os.path.join(out, "curves.csv"))
+    plot(curves, workload, f"validation/{workload.target_metric_name}",
+         os.path.join(out, "curves.png"))
+    return
   exp = os.path.join(ROOT, "experiments", f"{workload.workload_id}_comparison")
   key = f"validation/{workload.target_metric_name}"
   seeds = [int(s) for s in args.seeds.split(",")]
@@ -159,18 +166,21 @@ def plot(curves, workload, key, path) -> None:
       points = [c for c in curves if c["run"] == run and c["seed"] == seed]
       steps = [c["global_step"] for c in points]
       label = run if seed == min(c["seed"] for c in curves) else None
-      ax.plot(steps, [c["averaged"] for c in points], color=colour, lw=1.2, label=label)
+      ax.plot(steps, [c.get("averaged") for c in points], color=colour, lw=1.2, label=label)
       if run != "nadamw":
-        ax.plot(steps, [c["online"] for c in points], color=colour, lw=0.8, ls="--")
+        ax.plot(steps, [c.get("online") for c in points], color=colour, lw=0.8, ls="--")
   ax.axhline(workload.validation_target_value, color="grey", lw=0.8, ls=":",
              label="target")
   ax.set_xlabel("step")
   ax.set_ylabel(key)
   ax.set_title(f"{workload.workload_id}: averaged (solid) vs online (dashed)")
-  values = [c["averaged"] for c in curves if c["averaged"] is not None]
-  low = sorted(values)[len(values) // 5] if values else 0
-  if workload.target_direction == "max":
-    ax.set_ylim(bottom=min(low, workload.validation_target_value))
+  # Zoom on the approach to the target: the worst fifth of the values (the
+  # first evals) would flatten the rest.
+  values = sorted(c["averaged"] for c in curves if c.get("averaged") is not None)
+  if values and workload.target_direction == "max":
+    ax.set_ylim(bottom=min(values[len(values) // 5], workload.validation_target_value))
+  elif values:
+    ax.set_ylim(top=max(values[-1 - len(values) // 5], workload.validation_target_value))
   ax.legend()
   fig.tight_layout()
   tmp = path + ".tmp.png"

@@ -1,9 +1,9 @@
 """The small criteo1tb is learnable: reference NadamW reaches its loss target.
 
-Slow (2-8 minutes on 2 shared cores): the evidence that the target is
-reachable (scripts/calibrate_small.py, results/calibration/criteo1tb_small*.csv;
-a constant LR reaches it too, see results/calibration/README.md). Step-based
-evals make it independent of the machine's speed.
+Slow (about a minute on 2 cores, more under load): the evidence that the
+target is reachable (scripts/calibrate_small.py,
+results/calibration/criteo1tb_small*.csv, where a constant LR does not reach
+it). Step-based evals make it independent of the machine's speed.
 """
 
 from __future__ import annotations
