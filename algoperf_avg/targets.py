@@ -142,14 +142,15 @@ TARGETS: dict[str, Targets] = {
         step_budget=2_000,
     ),
     # CPU-scale variant on generated knee-like phantoms (32 x 32, real-format
-    # h5 files). Budget in steps, evals every 50. PROVISIONAL: from one
-    # exploration run of the reference NadamW (seed 0: validation SSIM 0.8511,
-    # test 0.8590 first at step 650 of 1,000, 0.8520 at most); not yet
-    # calibrated by scripts/calibrate_small.py (3 seeds + constant LR).
+    # h5 files). Budget in steps, evals every 50. Calibrated by the rule
+    # (results/calibration/fastmri_small*.csv): cosine first reaches 0.853 at
+    # 85% / 70% / 80% of step_hint (seeds 0-2), the constant-LR run peaks at
+    # 0.8439. The test target is met by every cosine seed when it first meets
+    # the validation one.
     "fastmri_small": Targets(
         metric="ssim",
         direction="max",
-        validation=0.850,
+        validation=0.853,
         test=0.858,
         max_runtime_sec=math.inf,
         step_hint=1_000,

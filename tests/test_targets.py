@@ -61,7 +61,6 @@ RULE_NOT_MET = {
     "wmt_small": (AssertionError, "constant LR reaches the target too "
                   "(88.4 BLEU at 70% of step_hint)"),
     "imagenet_vit_small": (AssertionError, "constant LR reaches 0.48 at 90% of step_hint"),
-    "fastmri_small": (FileNotFoundError, "one exploration run only"),
     "librispeech_conformer_small": (FileNotFoundError, "still on the CTC plateau "
                                     "after 300 steps; not calibrated"),
 }
