@@ -173,16 +173,15 @@ TARGETS: dict[str, Targets] = {
         eval_every_steps=100,
     ),
     # CPU-scale variant on a generated language pair. Budget in steps, evals
-    # every 80 steps. NOT calibrated: in scripts/calibrate_small.py's runs
-    # (results/calibration/wmt_small*.csv) reference NadamW first reaches
-    # 88.0 at 70/80/80% of step_hint, but the constant-LR run reaches it too
-    # (88.4 at step 560; 92.3 at 800): the variant does not reward annealing
-    # yet (results/calibration/README.md).
+    # every 80 steps. Calibrated by the rule (results/calibration/wmt_small*.csv):
+    # cosine first reaches 94.0 BLEU at 70% / 80% / 70% of step_hint (seeds
+    # 0-2), the constant-LR run peaks at 92.7. The test target is met by every
+    # cosine seed when it first meets the validation one.
     "wmt_small": Targets(
         metric="bleu",
         direction="max",
-        validation=88.0,
-        test=86.0,
+        validation=94.0,
+        test=92.0,
         max_runtime_sec=math.inf,
         step_hint=800,
         eval_period_sec=10,
