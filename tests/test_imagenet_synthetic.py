@@ -92,3 +92,32 @@ def test_config_name_tracks_every_field():
   assert len(names) == 3
   with pytest.raises(ValueError, match="num_classes"):
     synthetic.SyntheticConfig(num_classes=11)
+
+
+def test_prepare_survives_losing_a_race_to_another_process(tmp_path, monkeypatch):
+  """Two processes preparing at once: TFDS's final rename fails in the second.
+
+  The fake builder lets the "other process" (the real builder) finish first
+  and then fails as TFDS does; `prepare` must open the finished dataset. A
+  FileExistsError with no dataset behind it is still an error.
+  """
+  real_builder = synthetic._builder
+
+  class LosesTheRace:
+    def __init__(self, config, data_dir, finish_first):
+      self.winner = real_builder(config, data_dir) if finish_first else None
+
+    def download_and_prepare(self, **kwargs):
+      if self.winner is not None:
+        self.winner.download_and_prepare(**kwargs)
+      raise FileExistsError("Cannot rename ... Destination ... already exists.")
+
+  monkeypatch.setattr(synthetic, "_builder",
+                      lambda config, data_dir: LosesTheRace(config, data_dir, True))
+  builder = synthetic.prepare(tmp_path / "race", TINY)
+  assert builder.info.splits["validation"].num_examples == 12
+
+  monkeypatch.setattr(synthetic, "_builder",
+                      lambda config, data_dir: LosesTheRace(config, data_dir, False))
+  with pytest.raises(FileExistsError):
+    synthetic.prepare(tmp_path / "no_dataset", TINY)

@@ -226,8 +226,15 @@ def prepare(data_dir: str | os.PathLike, config: SyntheticConfig = SyntheticConf
   path = dataset_dir(data_dir, config)
   if not os.path.exists(os.path.join(path, "dataset_info.json")):
     builder = _builder(config, os.fspath(data_dir))
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        compute_stats=tfds.download.ComputeStatsMode.SKIP))
+    try:
+      builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+          compute_stats=tfds.download.ComputeStatsMode.SKIP))
+    except FileExistsError:
+      # TFDS writes into a temporary folder and renames it; when several
+      # processes prepare at once (`calibrate_small.py --jobs=2`), all but the
+      # first find the folder there. Theirs is the same dataset.
+      if not os.path.exists(os.path.join(path, "dataset_info.json")):
+        raise
   return imagenet.open_directory(path)
 
 
