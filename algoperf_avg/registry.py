@@ -22,6 +22,7 @@ from algoperf_avg import spec
 WORKLOADS: dict[str, str] = {
     "criteo1tb": "workloads.criteo1tb.workload:Criteo1TbWorkload",
     "fastmri": "workloads.fastmri.workload:FastMRIWorkload",
+    "imagenet_resnet": "workloads.imagenet_resnet.workload:ImagenetResnetWorkload",
     "imagenet_vit": "workloads.imagenet_vit.workload:ImagenetVitWorkload",
     "ogbg": "workloads.ogbg.workload:OgbgWorkload",
     "wmt": "workloads.wmt.workload:WmtWorkload",

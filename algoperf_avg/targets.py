@@ -126,15 +126,32 @@ TARGETS: dict[str, Targets] = {
         step_budget=2_000,
     ),
     # CPU-scale ViT on generated 32 px shapes and textures; budget in steps.
-    # NOT calibrated by the rule yet (results/calibration/imagenet_vit_small*.csv):
-    # NadamW's cosine reaches 0.48 at 70/80/85% of step_hint (seeds 0-2), but
-    # the constant-LR run reaches it too (90%; best 0.509): at this budget the
-    # model is still learning, so annealing is not yet rewarded.
+    # Calibrated by the rule (results/calibration/imagenet_vit_small*.csv):
+    # cosine first reaches 0.766 at 80% / 80% / 70% of step_hint (seeds 0-2),
+    # the constant-LR run peaks at 0.7446. The test target is met by every
+    # cosine seed when it first meets the validation one.
     "imagenet_vit_small": Targets(
         metric="accuracy",
         direction="max",
-        validation=0.48,
-        test=0.40,
+        validation=0.766,
+        test=0.63,
+        max_runtime_sec=math.inf,
+        step_hint=2_000,
+        eval_every_steps=100,
+        eval_period_sec=10,
+        step_budget=2_000,
+    ),
+    # CPU-scale ResNet (four blocks, 16 filters, batch norm) on the same
+    # generated 32 px images as imagenet_vit_small; budget in steps.
+    # Calibrated by the rule (results/calibration/imagenet_resnet_small*.csv):
+    # cosine first reaches 0.838 at 75% of step_hint in each of seeds 0-2, the
+    # constant-LR run peaks at 0.8286. The test target is met by every cosine
+    # seed when it first meets the validation one.
+    "imagenet_resnet_small": Targets(
+        metric="accuracy",
+        direction="max",
+        validation=0.838,
+        test=0.77,
         max_runtime_sec=math.inf,
         step_hint=2_000,
         eval_every_steps=100,

@@ -10,10 +10,12 @@
    per method and its ratio to NadamW's.
 
   .venv/bin/python scripts/averaging_comparison.py --workload=ogbg
-writes results/<workload>_small/: sweep.csv, comparison.csv (per seed),
-summary.csv (median ratios beside the paper's), curves.csv + curves.png
-(validation metric vs step: averaged solid, online dashed). Run logs go to
-experiments/<workload>_small_comparison/ (not committed).
+writes results/<workload>_small/ (with --bn_policy=latest|recompute, for
+batch-norm models: results/<workload>_small/bn_<policy>/): sweep.csv,
+comparison.csv (per seed), summary.csv (median ratios beside the paper's),
+curves.csv + curves.png (validation metric vs step: averaged solid, online
+dashed). Run logs go to experiments/<workload>_small_comparison[_bn_<policy>]/
+(not committed).
 """
 
 from __future__ import annotations
@@ -47,9 +49,9 @@ def steps_to_target(workload, rows, key: str) -> int | None:
   return None
 
 
-def train(workload, seed: int, points, exp: str):
+def train(workload, seed: int, points, exp: str, bn_policy: str | None = None):
   sub = registry.load_submission("nadamw")
-  hp = runner.resolve_hparams(workload, sub, {})
+  hp = runner.resolve_hparams(workload, sub, {"bn_policy": bn_policy} if bn_policy else {})
   log_dir = logs.trial_dir(os.path.join(exp, f"seed{seed}", "nadamw"), 0,
                            workload.workload_id, 1)
   sweep_dir = os.path.join(exp, f"seed{seed}")
@@ -72,17 +74,22 @@ def main() -> None:
   parser.add_argument("--lawa_window", type=int, default=20)
   parser.add_argument("--ema_decay", type=float, default=0.9)
   parser.add_argument("--out", default=None)
+  parser.add_argument("--bn_policy", choices=("latest", "recompute"), default=None,
+                      help="batch statistics of the averaged weights (batch-norm "
+                      "workloads); results go to results/<workload>/bn_<policy>/")
   parser.add_argument("--plot_only", action="store_true",
                       help="redraw curves.png from the curves.csv in --out (no training)")
   args = parser.parse_args()
   workload = registry.get_workload(args.workload, "small")
-  out = args.out or os.path.join(ROOT, "results", workload.workload_id)
+  out = args.out or os.path.join(ROOT, "results", workload.workload_id,
+                                 *([f"bn_{args.bn_policy}"] if args.bn_policy else []))
   if args.plot_only:
     curves = logs.read_rows(os.path.join(out, "curves.csv"))
     plot(curves, workload, f"validation/{workload.target_metric_name}",
          os.path.join(out, "curves.png"))
     return
-  exp = os.path.join(ROOT, "experiments", f"{workload.workload_id}_comparison")
+  exp = os.path.join(ROOT, "experiments", f"{workload.workload_id}_comparison"
+                     + (f"_bn_{args.bn_policy}" if args.bn_policy else ""))
   key = f"validation/{workload.target_metric_name}"
   seeds = [int(s) for s in args.seeds.split(",")]
   nus = [int(n) for n in args.nus.split(",")]
@@ -94,7 +101,8 @@ def main() -> None:
     return GridPoint("ema", nu, decay=args.ema_decay)
 
   # 1-2. The sweep on the first seed, and the nu fixed per method.
-  base_rows, swept = train(workload, seeds[0], [f(n) for f in (lawa, ema) for n in nus], exp)
+  base_rows, swept = train(workload, seeds[0], [f(n) for f in (lawa, ema) for n in nus], exp,
+                           args.bn_policy)
   sweep_table, chosen = [], {}
   for method, make in (("lawa", lawa), ("ema", ema)):
     ranked = []
@@ -117,7 +125,7 @@ def main() -> None:
     if seed == seeds[0]:
       rows, averaged = base_rows, {p: swept[p] for p in fixed}
     else:
-      rows, averaged = train(workload, seed, fixed, exp)
+      rows, averaged = train(workload, seed, fixed, exp, args.bn_policy)
     nadamw_steps = steps_to_target(workload, rows, key)
     entry = {"seed": seed, "nadamw": nadamw_steps}
     for method, point in zip(("lawa", "ema"), fixed, strict=True):

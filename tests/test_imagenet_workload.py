@@ -92,10 +92,7 @@ def test_training_stream_resumes_from_its_checkpoint(data_root, tmp_path):
 
 
 def test_resnet_full_size_is_algoperfs_and_keeps_batch_statistics():
-  # Not registered yet (its small size is not calibrated): imported directly.
-  from workloads.imagenet_resnet.workload import ImagenetResnetWorkload
-
-  resnet = ImagenetResnetWorkload("full")
+  resnet = registry.get_workload("imagenet_resnet", "full")
   assert resnet.num_params == 25_557_032
   _, state = jax.eval_shape(resnet.init_model_fn, jax.random.key(0))
   assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state)) == 53_120
@@ -103,7 +100,7 @@ def test_resnet_full_size_is_algoperfs_and_keeps_batch_statistics():
   assert resnet.batch_norm_momentum == 0.9 and resnet.is_output_params("Dense_0")
   assert not resnet.input_config.randaugment and resnet.input_config.mixup_alpha is None
 
-  small = ImagenetResnetWorkload("small")
+  small = registry.get_workload("imagenet_resnet", "small")
   params, state = small.init_model_fn(jax.random.key(0))
   batch = small.example_batch(4)
   batch["inputs"] = np.random.default_rng(0).normal(size=batch["inputs"].shape)

@@ -58,7 +58,6 @@ def test_algoperf_ogbg_row():
 RULE_NOT_MET = {
     "ogbg_small": (AssertionError, "seed-dependent jumps: 0.955 first reached at "
                    "69/89/72% by cosine, 61% by constant"),
-    "imagenet_vit_small": (AssertionError, "constant LR reaches 0.48 at 90% of step_hint"),
     "librispeech_conformer_small": (FileNotFoundError, "still on the CTC plateau "
                                     "after 300 steps; not calibrated"),
 }

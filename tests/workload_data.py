@@ -283,6 +283,9 @@ FULL_SIZE: dict[str, FullSize] = {
     # ViT-S/16 at 224 px: one step compiles for about a minute on a CPU.
     "imagenet_vit": FullSize(write_imagenet, {"eval_batch_size": 4}, batch_size=2,
                              slow=True),
+    # ResNet-50 at 224 px, on the same tiny ImageNet as the ViT.
+    "imagenet_resnet": FullSize(write_imagenet, {"eval_batch_size": 4}, batch_size=2,
+                                slow=True),
     "librispeech_conformer": FullSize(write_librispeech, {"eval_batch_size": 2},
                                       batch_size=2, slow=True),
     # The 6+6-layer model with a 160-piece vocabulary (100M parameters);

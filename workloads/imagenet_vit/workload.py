@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from algoperf_avg import spec
-from algoperf_avg.kit import imagenet, imagenet_synthetic, imagenet_workload
+from algoperf_avg.kit import imagenet, imagenet_workload
 from workloads.imagenet_vit import model
 
 
@@ -50,7 +50,7 @@ FULL = VitConfig(
             "grad_clip": None,
         })))
 
-SMALL_DATA = imagenet_synthetic.SyntheticConfig()
+SMALL_DATA = imagenet_workload.SMALL_DATA
 SMALL = VitConfig(
     **vars(imagenet_workload.small_config(
         SMALL_DATA, eval_batch_size=1024, train_batch_size=64,

@@ -1,7 +1,7 @@
-"""The small ViT variant is learnable: tuned NadamW really reaches its target.
+"""The small ImageNet variants are learnable: tuned NadamW really reaches their targets.
 
-Slow (a few minutes on 2 cores): the evidence that imagenet_vit_small's
-target is honest. Step-based evals make it independent of the machine's
+Slow (a few minutes each on 2 cores): the evidence that imagenet_vit_small's
+and imagenet_resnet_small's targets are honest. Step-based evals make it independent of the machine's
 speed; the target was calibrated by scripts/calibrate_small.py.
 """
 
@@ -15,8 +15,9 @@ from algoperf_avg.training import runner
 
 
 @pytest.mark.slow
-def test_nadamw_reaches_the_small_target_within_the_step_hint():
-  workload = registry.get_workload("imagenet_vit", "small")
+@pytest.mark.parametrize("name", ["imagenet_vit", "imagenet_resnet"])
+def test_nadamw_reaches_the_small_target_within_the_step_hint(name):
+  workload = registry.get_workload(name, "small")
   sub = registry.load_submission("nadamw")
   hp = runner.resolve_hparams(workload, sub, {})
   result = runner.train_once(workload, sub, hp, 0, None, None, runner.RunOptions(
