@@ -144,14 +144,15 @@ TARGETS: dict[str, Targets] = {
     # CPU-scale ResNet (four blocks, 16 filters, batch norm) on the same
     # generated 32 px images as imagenet_vit_small; budget in steps.
     # Calibrated by the rule (results/calibration/imagenet_resnet_small*.csv):
-    # cosine first reaches 0.838 at 75% of step_hint in each of seeds 0-2, the
-    # constant-LR run peaks at 0.8286. The test target is met by every cosine
-    # seed when it first meets the validation one.
+    # cosine first reaches 0.835 at 75% / 75% / 70% of step_hint (seeds 0-2,
+    # 2 devices; 90% for seed 0 on 1 device), the constant-LR run peaks at
+    # 0.8286. The test target is met by every cosine seed when it first meets
+    # the validation one.
     "imagenet_resnet_small": Targets(
         metric="accuracy",
         direction="max",
-        validation=0.838,
-        test=0.77,
+        validation=0.835,
+        test=0.76,
         max_runtime_sec=math.inf,
         step_hint=2_000,
         eval_every_steps=100,
