@@ -12,7 +12,6 @@ touching the registered workload. Appends the run's validation curve to a CSV:
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import os
 import sys
@@ -20,8 +19,9 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from algoperf_avg import registry, targets  # noqa: E402
-from algoperf_avg.training import logs, runner, sharding  # noqa: E402
+from algoperf_avg import registry  # noqa: E402
+from algoperf_avg.training import sharding  # noqa: E402
+from scripts import explore_small  # noqa: E402
 
 
 def main() -> None:
@@ -42,28 +42,15 @@ def main() -> None:
   build = criteo.small_data_dir
   criteo.small_data_dir = lambda data_config=data: build(data_config)
   workload = registry.get_workload("criteo1tb", "small")
-  row = targets.TARGETS[workload.workload_id]
-  sub = registry.load_submission("nadamw")
-  hp = runner.resolve_hparams(workload, sub, {"schedule": args.schedule,
-                                              "learning_rate": args.lr})
-  result = runner.train_once(workload, sub, hp, args.seed, None, None, runner.RunOptions(
-      stop_at_target=False, save_checkpoints=False, max_global_steps=row.step_budget,
-      eval_every_steps=row.eval_every_steps))
+  eval_rows = explore_small.train_reference(workload, args.schedule, args.seed,
+                                            learning_rate=args.lr)
   generator = prepare.read_manifest(criteo.small_data_dir())["generator"]
   name = f"card{args.max_cardinality}_lr{args.lr}_{args.schedule}_seed{args.seed}"
-  metric = f"validation/{row.metric}"
-  old = []
-  if os.path.exists(args.out):
-    with open(args.out, newline="") as f:
-      old = [r for r in csv.DictReader(f) if r["run"] != name]
-  new = [{"run": name, "global_step": r["global_step"], metric: r[metric],
-          "planted_model_loss": generator["validation_bayes_loss"],
-          "click_rate_loss": generator["validation_prior_loss"]}
-         for r in result.eval_rows]
-  logs.atomic_write_text(args.out, logs.format_csv(old + new))
-  print(name, f"floor {generator['validation_bayes_loss']:.4f}",
-        " ".join(f"{r['global_step']}:{r[metric]:.4f}" for r in result.eval_rows))
-
+  curve = explore_small.append_curve(
+      args.out, name, workload, eval_rows,
+      planted_model_loss=generator["validation_bayes_loss"],
+      click_rate_loss=generator["validation_prior_loss"])
+  print(name, f"floor {generator['validation_bayes_loss']:.4f}", curve)
 
 if __name__ == "__main__":
   main()

@@ -12,7 +12,6 @@ the registered workload. Appends the run's validation curve to a CSV:
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import functools
 import os
@@ -21,8 +20,9 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from algoperf_avg import registry, targets  # noqa: E402
-from algoperf_avg.training import logs, runner, sharding  # noqa: E402
+from algoperf_avg import registry  # noqa: E402
+from algoperf_avg.training import sharding  # noqa: E402
+from scripts import explore_small  # noqa: E402
 
 
 def main() -> None:
@@ -59,26 +59,12 @@ def main() -> None:
       hidden_dims=(args.latent,), reference_hparams=hparams,
       num_message_passing_steps=args.message_passing_steps))
   workload = registry.get_workload("ogbg", "small")
-  row = targets.TARGETS[workload.workload_id]
-  sub = registry.load_submission("nadamw")
-  hp = runner.resolve_hparams(workload, sub, {"schedule": args.schedule})
-  result = runner.train_once(workload, sub, hp, args.seed, None, None, runner.RunOptions(
-      stop_at_target=False, save_checkpoints=False, max_global_steps=row.step_budget,
-      eval_every_steps=row.eval_every_steps))
+  eval_rows = explore_small.train_reference(workload, args.schedule, args.seed)
   name = (f"train{args.num_train}_{'graded' if args.graded else 'noise'}{args.label_noise}_"
           f"{'' if args.eval_label_noise is None else f'eval{args.eval_label_noise}_'}width{args.latent}_"
           f"{'' if args.message_passing_steps == 3 else f'mp{args.message_passing_steps}_'}lr{args.lr}_"
           f"{args.schedule}_seed{args.seed}")
-  metric = f"validation/{row.metric}"
-  old = []
-  if os.path.exists(args.out):
-    with open(args.out, newline="") as f:
-      old = [r for r in csv.DictReader(f) if r["run"] != name]
-  new = [{"run": name, "global_step": r["global_step"], metric: r[metric]}
-         for r in result.eval_rows]
-  logs.atomic_write_text(args.out, logs.format_csv(old + new))
-  print(name, " ".join(f"{r['global_step']}:{r[metric]:.4f}" for r in result.eval_rows))
-
+  print(name, explore_small.append_curve(args.out, name, workload, eval_rows))
 
 if __name__ == "__main__":
   main()

@@ -27,7 +27,6 @@ sys.path.insert(0, ROOT)
 from algoperf_avg import registry, targets  # noqa: E402
 from algoperf_avg.training import logs, runner, sharding  # noqa: E402
 
-
 # The size-config field that holds a workload's generated-data config.
 DATA_FIELDS = {"imagenet_vit": "synthetic", "imagenet_resnet": "synthetic",
                "fastmri": "generated"}
@@ -40,6 +39,31 @@ def _pairs(text: str) -> dict[str, float | int]:
     key, value = part.split("=")
     out[key] = float(value) if any(c in value for c in ".e") else int(value)
   return out
+
+
+def train_reference(workload, schedule: str, seed: int, **hparams) -> list[dict]:
+  """The eval rows of the reference NadamW over the whole step budget (no early stop)."""
+  row = targets.TARGETS[workload.workload_id]
+  sub = registry.load_submission("nadamw")
+  hp = runner.resolve_hparams(workload, sub, {"schedule": schedule, **hparams})
+  result = runner.train_once(workload, sub, hp, seed, None, None, runner.RunOptions(
+      stop_at_target=False, save_checkpoints=False, max_global_steps=row.step_budget,
+      eval_every_steps=row.eval_every_steps))
+  return result.eval_rows
+
+
+def append_curve(out: str, name: str, workload, eval_rows: list[dict], **columns) -> str:
+  """Writes run ``name``'s validation curve into the CSV ``out`` (replacing an
+  earlier run of that name), with constant ``columns``; returns it as text."""
+  metric = f"validation/{workload.target_metric_name}"
+  old = []
+  if os.path.exists(out):
+    with open(out, newline="") as f:
+      old = [r for r in csv.DictReader(f) if r["run"] != name]
+  new = [{"run": name, "global_step": r["global_step"], metric: r[metric], **columns}
+         for r in eval_rows]
+  logs.atomic_write_text(out, logs.format_csv(old + new))
+  return " ".join(f"{r['global_step']}:{r[metric]:.4f}" for r in eval_rows)
 
 
 def main() -> None:
@@ -72,24 +96,12 @@ def main() -> None:
   if args.step_hint:
     row = dataclasses.replace(row, step_hint=args.step_hint, step_budget=args.step_hint)
     targets.TARGETS[workload.workload_id] = row
-  sub = registry.load_submission("nadamw")
-  hp = runner.resolve_hparams(workload, sub, {"schedule": args.schedule})
-  result = runner.train_once(workload, sub, hp, args.seed, None, None, runner.RunOptions(
-      stop_at_target=False, save_checkpoints=False, max_global_steps=row.step_budget,
-      eval_every_steps=row.eval_every_steps))
+  eval_rows = train_reference(workload, args.schedule, args.seed)
   name = "_".join([f"{k}{v}" for k, v in {**data_changes, **hp_changes}.items()]
                   + [f"steps{row.step_budget}", args.schedule, f"seed{args.seed}"])
   out = args.out or os.path.join(ROOT, "results", "calibration",
                                  f"{workload.workload_id}_exploration.csv")
-  metric = f"validation/{row.metric}"
-  old = []
-  if os.path.exists(out):
-    with open(out, newline="") as f:
-      old = [r for r in csv.DictReader(f) if r["run"] != name]
-  new = [{"run": name, "global_step": r["global_step"], metric: r[metric]}
-         for r in result.eval_rows]
-  logs.atomic_write_text(out, logs.format_csv(old + new))
-  print(name, " ".join(f"{r['global_step']}:{r[metric]:.4f}" for r in result.eval_rows))
+  print(name, append_curve(out, name, workload, eval_rows))
 
 
 if __name__ == "__main__":

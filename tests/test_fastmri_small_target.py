@@ -10,22 +10,13 @@ from __future__ import annotations
 
 import pytest
 
-from algoperf_avg import registry
-from algoperf_avg.training import runner
+from tests import small_target
 from workloads.fastmri import metrics
 
 
 @pytest.mark.slow
 def test_nadamw_reaches_the_small_target_within_the_step_hint():
-  workload = registry.get_workload("fastmri", "small")
-  sub = registry.load_submission("nadamw")
-  hp = runner.resolve_hparams(workload, sub, {})
-  result = runner.train_once(workload, sub, hp, 0, None, None, runner.RunOptions(
-      max_global_steps=workload.step_hint, save_checkpoints=False))
-  assert result.reached_target, result.eval_rows[-1]
-  assert result.steps_to_target <= workload.step_hint
-  row = next(r for r in result.eval_rows if r["global_step"] == result.steps_to_target)
-  assert row["validation/ssim"] >= workload.validation_target_value
+  workload = small_target.reference_reaches_target("fastmri")
 
   # Learned, not given: the zero-filled input itself is far below the target.
   totals = {}

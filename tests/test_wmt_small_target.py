@@ -11,22 +11,12 @@ from __future__ import annotations
 import jax
 import pytest
 
-from algoperf_avg import registry
-from algoperf_avg.training import runner
+from tests import small_target
 
 
 @pytest.mark.slow
 def test_nadamw_reaches_the_small_bleu_target_within_the_step_hint():
-  workload = registry.get_workload("wmt", "small")
-  sub = registry.load_submission("nadamw")
-  hp = runner.resolve_hparams(workload, sub, {})
-  result = runner.train_once(workload, sub, hp, 0, None, None, runner.RunOptions(
-      max_global_steps=workload.step_hint, budget_multiplier=20.0,
-      save_checkpoints=False))
-  assert result.reached_target, result.eval_rows[-1]
-  assert result.steps_to_target <= workload.step_hint
-  row = next(r for r in result.eval_rows if r["global_step"] == result.steps_to_target)
-  assert row["validation/bleu"] >= workload.validation_target_value
+  workload = small_target.reference_reaches_target("wmt", budget_multiplier=20.0)
 
   # Planted structure, not noise: an untrained model translates nothing.
   params, state = workload.init_model_fn(jax.random.key(0))
