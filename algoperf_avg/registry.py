@@ -28,6 +28,8 @@ WORKLOADS: dict[str, str] = {
     "wmt": "workloads.wmt.workload:WmtWorkload",
     "librispeech_conformer":
         "workloads.librispeech_conformer.workload:LibriSpeechConformerWorkload",
+    "librispeech_deepspeech":
+        "workloads.librispeech_deepspeech.workload:LibriSpeechDeepSpeechWorkload",
 }
 
 # Datasets that several workloads read, by the name `setup-data` accepts ->

@@ -288,6 +288,9 @@ FULL_SIZE: dict[str, FullSize] = {
                                 slow=True),
     "librispeech_conformer": FullSize(write_librispeech, {"eval_batch_size": 2},
                                       batch_size=2, slow=True),
+    # The same tiny prepared LibriSpeech as the Conformer's.
+    "librispeech_deepspeech": FullSize(write_librispeech, {"eval_batch_size": 2},
+                                       batch_size=2, slow=True),
     # The 6+6-layer model with a 160-piece vocabulary (100M parameters);
     # AlgoPerf's 255 decoded tokens (beam 4) took over 30 minutes per eval of
     # the tiny splits on 2 CPU cores: the checks decode 8.

@@ -59,6 +59,22 @@ def full_sizes(**fields: Any) -> dict[str, Any]:
               eval_batch_size=256, train_batch_size=256, **fields)
 
 
+# The small sizes' reference NadamW (both models, until calibrated apart).
+SMALL_NADAMW = {
+    "learning_rate": 0.002, "one_minus_beta1": 0.1, "beta2": 0.98,
+    "weight_decay": 0.01, "warmup_factor": 0.05, "label_smoothing": 0.0,
+    "dropout_rate": 0.0, "grad_clip": None,
+}
+
+
+def small_sizes(**fields: Any) -> dict[str, Any]:
+  """The synthesised dataset's example counts, batch sizes and limits, for a small config."""
+  return dict(num_train_examples=SMALL_DATA.num_train, num_eval_train_examples=300,
+              num_validation_examples=SMALL_DATA.num_validation,
+              num_test_examples=SMALL_DATA.num_test, eval_batch_size=100,
+              train_batch_size=32, limits=SMALL_DATA.limits, **fields)
+
+
 @functools.lru_cache(maxsize=2)
 def small_dir(config_: speech_synthetic.Config = SMALL_DATA) -> str:
   """The prepared synthesised dataset (made on first use, then cached on disk)."""

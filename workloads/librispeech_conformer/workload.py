@@ -19,16 +19,7 @@ MODEL = {"full": model.ConformerConfig()}
 
 SMALL_DATA = speech_workload.SMALL_DATA
 SMALL = speech_workload.SpeechConfig(
-    num_train_examples=SMALL_DATA.num_train, num_eval_train_examples=300,
-    num_validation_examples=SMALL_DATA.num_validation,
-    num_test_examples=SMALL_DATA.num_test, eval_batch_size=100, train_batch_size=32,
-    limits=SMALL_DATA.limits,
-    reference_hparams={
-        "learning_rate": 0.002, "one_minus_beta1": 0.1, "beta2": 0.98,
-        "weight_decay": 0.01, "warmup_factor": 0.05, "label_smoothing": 0.0,
-        "dropout_rate": 0.0, "grad_clip": None,
-    },
-)
+    **speech_workload.small_sizes(reference_hparams=speech_workload.SMALL_NADAMW))
 MODEL["small"] = model.ConformerConfig(
     vocab_size=SMALL_DATA.vocab_size, encoder_dim=64, num_attention_heads=4,
     num_encoder_layers=2)

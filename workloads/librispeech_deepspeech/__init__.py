@@ -1,0 +1,1 @@
+"""LibriSpeech DeepSpeech: AlgoPerf's ``librispeech_deepspeech`` and a CPU-scale variant."""
