@@ -92,21 +92,21 @@ TARGETS: dict[str, Targets] = {
         eval_period_sec=240,
     ),
     # CPU-scale variant on generated molecule-like graphs: one pass of fresh
-    # graphs per run, 20% of training labels flipped, clean validation/test
-    # labels. Budget in steps, evals every 100 steps. The calibration rule is
-    # NOT met (results/calibration/ogbg_small*.csv): the seeds end far apart
-    # (validation mAP 0.980 / 0.958 / 0.971) and the constant-LR run jumps to
-    # 0.961 at step 2,200; 0.955 is first reached at 69/89/72% of step_hint by
-    # cosine (test mAP then >= 0.951) and at 61% by the constant run.
+    # graphs per run, labels drawn from planted noisy assays on every split.
+    # Budget in steps, evals every 100 steps. Calibrated by the rule
+    # (results/calibration/ogbg_small*.csv): cosine first reaches 0.777 at
+    # 69% / 75% / 69% of step_hint (seeds 0-2), the constant-LR run peaks at
+    # 0.7672. The test target is met by every cosine seed when it first meets
+    # the validation one (test mAP then >= 0.7797).
     "ogbg_small": Targets(
         metric="mean_average_precision",
         direction="max",
-        validation=0.955,
-        test=0.95,
+        validation=0.777,
+        test=0.779,
         max_runtime_sec=math.inf,
-        step_hint=3_600,
+        step_hint=3_200,
         eval_period_sec=10,
-        step_budget=3_600,
+        step_budget=3_200,
         eval_every_steps=100,
     ),
     # CPU-scale variant on generated click logs in the real TSV format. Budget

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Regenerates results/ogbg_small/: NadamW vs NadamW+EMA, +LAWA, +SWA and
+# Writes results/ogbg_small/all_submissions/: NadamW vs NadamW+EMA, +LAWA, +SWA and
 # Schedule-Free AdamW on OGBG-small, one seed each, whole budget (no early
 # stop, evals every 200 steps so curves line up), then scores and plots.
-# About 10 minutes on 2 CPU cores.
+# Five runs of the whole 3,200-step budget.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exp=experiments/ogbg_small_comparison
-out=results/ogbg_small
+exp=experiments/ogbg_small_all_submissions
+out=results/ogbg_small/all_submissions
 rm -rf "$exp"
 mkdir -p "$out"
 .venv/bin/algoperf-avg benchmark --workload=ogbg --size=small \

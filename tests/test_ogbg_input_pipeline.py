@@ -318,9 +318,9 @@ def test_generated_dataset_is_deterministic_with_noise_and_missing_labels():
 def test_graded_labels_grow_with_the_substructure_count():
   """p = f + (1 - 2f)(1 - 2^-k): with f = 0, never without the substructure,
   half the graphs with one carbonyl carbon (C=O), 3/4 with two."""
-  config = synthetic.Config(label_noise=0.0, missing_rate=0.0, graded=True)
+  config = synthetic.Config(label_noise=0.0, missing_rate=0.0, label_model="graded")
   graded = synthetic.generate(6000, config, np.random.default_rng(4))
-  exact = synthetic.generate(6000, dataclasses.replace(config, graded=False),
+  exact = synthetic.generate(6000, dataclasses.replace(config, label_model="flip"),
                              np.random.default_rng(4))
   np.testing.assert_array_equal(graded.node_feat, exact.node_feat)
   assert np.all(graded.labels[exact.labels == 0] == 0)
@@ -339,6 +339,34 @@ def test_graded_labels_grow_with_the_substructure_count():
   assert labels[carbonyls == 1].mean() == pytest.approx(0.5, abs=0.04)
   assert labels[carbonyls == 2].mean() == pytest.approx(0.75, abs=0.06)
   assert labels[carbonyls == 0].sum() == 0
+
+
+def test_logistic_labels_are_calibrated_readouts_of_the_planted_assays():
+  """Label frequencies follow sigmoid(w_t . min(k, 3) + b_t) on the easy counts;
+  the graphs themselves are those of the other label models."""
+  config = synthetic.Config(label_noise=0.0, missing_rate=0.0, label_model="logistic")
+  assays = synthetic.generate(8000, config, np.random.default_rng(7))
+  exact = synthetic.generate(8000, dataclasses.replace(config, label_model="flip"),
+                             np.random.default_rng(7))
+  np.testing.assert_array_equal(assays.node_feat, exact.node_feat)
+  counts = synthetic._counts(8000, config, np.random.default_rng(7))
+  np.testing.assert_array_equal(counts > 0, exact.labels > 0)
+  weights, bias = synthetic.planted_assays(config.seed)
+  assert weights.shape == (len(synthetic.TASKS), len(synthetic.EASY_TASKS))
+  logits = np.minimum(counts[:, synthetic.EASY_TASKS], 3) @ weights.T + bias
+  p = 1 / (1 + np.exp(-logits))
+  # Many probability levels per task: the ranking depends on small differences.
+  assert min(len(np.unique(p[:, t].round(6))) for t in range(p.shape[1])) > 100
+  assert 0.25 < assays.labels.mean() < 0.45
+  edges = np.quantile(p, np.linspace(0, 1, 9))
+  for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+    in_bin = (p >= lo) & (p <= hi)
+    assert assays.labels[in_bin].mean() == pytest.approx(p[in_bin].mean(), abs=0.02)
+  # The assays belong to the dataset's seed, not to a split's draws.
+  np.testing.assert_array_equal(synthetic.planted_assays(0)[0], weights)
+  assert not np.allclose(synthetic.planted_assays(1)[0], weights)
+  with pytest.raises(ValueError, match="label_model"):
+    synthetic.Config(label_model="probit")
 
 
 def test_small_eval_batches_hold_the_split_once_in_order():

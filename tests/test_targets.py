@@ -56,8 +56,6 @@ def test_algoperf_ogbg_row():
 # AssertionError: calibrated, the rule is broken; FileNotFoundError: no
 # calibration run committed yet. Each is an open item of its workload's issue.
 RULE_NOT_MET = {
-    "ogbg_small": (AssertionError, "seed-dependent jumps: 0.955 first reached at "
-                   "69/89/72% by cosine, 61% by constant"),
     "librispeech_conformer_small": (FileNotFoundError, "still on the CTC plateau "
                                     "after 300 steps; not calibrated"),
     "librispeech_deepspeech_small": (FileNotFoundError, "provisional target; no "

@@ -60,13 +60,16 @@ FULL = OgbgConfig(
     },
 )
 
-# One pass of fresh molecules per run (3,600 steps x 128 graphs, made block by
-# block as they are read), 20% of the training labels flipped, clean
-# validation/test labels, and a GNN wide enough to learn the tasks well within
-# the budget: a constant learning rate then stalls at its noise floor while
-# the annealed run keeps improving, so the target rewards annealing (the
-# calibration rule; results/calibration/README.md has the exploration).
-SMALL_DATA = synthetic.Config(num_train=3_600 * 128, label_noise=0.2, eval_label_noise=0.0)
+# One pass of fresh molecules per run (3,200 steps x 128 graphs, made block by
+# block as they are read), labelled by planted noisy assays on every split
+# (`synthetic.Config.label_model="logistic"`: each label a Bernoulli draw from
+# a logistic readout of several easy substructure counts), and a GNN wide
+# enough to learn them by mid-run. What remains is the gradient noise that
+# annealing removes: a constant learning rate wobbles below where cosine ends,
+# so the target rewards annealing (the calibration rule;
+# results/calibration/README.md has the exploration).
+SMALL_DATA = synthetic.Config(num_train=3_200 * 128, label_noise=0.0,
+                              label_model="logistic")
 SMALL = OgbgConfig(
     num_tasks=len(synthetic.TASKS), latent_dim=128, hidden_dims=(128,),
     num_message_passing_steps=3,
@@ -76,11 +79,11 @@ SMALL = OgbgConfig(
     eval_batch_size=1_024, train_batch_size=128,
     avg_nodes=synthetic.AVG_NODES_PER_GRAPH,
     avg_edges=synthetic.AVG_EDGES_PER_GRAPH,
-    # Seed 0, 3,600 steps, warmup + cosine: lr 0.006 and 0.012 end level
-    # (validation mAP 0.973), and at 0.012 the constant-LR run stalls near
-    # 0.93, where the annealing gain is clear (lr 0.006 constant: 0.971).
+    # Seed 0, 3,200 steps, warmup + cosine: peak lr 0.03 ends at validation
+    # mAP 0.7793 (the planted assays' own scores give 0.783), while the
+    # constant-LR run never passes 0.7672; at lr 0.012 both end near 0.778.
     reference_hparams={
-        "learning_rate": 0.012,
+        "learning_rate": 0.03,
         "one_minus_beta1": 0.1,
         "beta2": 0.99,
         "weight_decay": 0.01,
