@@ -80,6 +80,15 @@ def _family(
   return rows
 
 
+def _small(metric: str, direction: str, validation: float, test: float, *,
+           steps: int, eval_every: int) -> Targets:
+  """A CPU-scale variant's row: a budget of ``steps`` (also the step hint),
+  an eval every ``eval_every`` steps, no time limit."""
+  return Targets(metric=metric, direction=direction, validation=validation, test=test,
+                 max_runtime_sec=math.inf, step_hint=steps, eval_period_sec=10,
+                 step_budget=steps, eval_every_steps=eval_every)
+
+
 TARGETS: dict[str, Targets] = {
     # AlgoPerf ogbg_molpcba:0.1.3 GNN (algoperf/workloads/ogbg).
     "ogbg": Targets(
@@ -98,49 +107,22 @@ TARGETS: dict[str, Targets] = {
     # 69% / 75% / 69% of step_hint (seeds 0-2), the constant-LR run peaks at
     # 0.7672. The test target is met by every cosine seed when it first meets
     # the validation one (test mAP then >= 0.7797).
-    "ogbg_small": Targets(
-        metric="mean_average_precision",
-        direction="max",
-        validation=0.777,
-        test=0.779,
-        max_runtime_sec=math.inf,
-        step_hint=3_200,
-        eval_period_sec=10,
-        step_budget=3_200,
-        eval_every_steps=100,
-    ),
+    "ogbg_small": _small(
+        "mean_average_precision", "max", 0.777, 0.779, steps=3_200, eval_every=100),
     # CPU-scale variant on generated click logs in the real TSV format. Budget
     # in steps. Calibrated by the rule (results/calibration/criteo1tb_small*.csv):
     # cosine first reaches 0.0830 at 80% / 75% / 85% of step_hint (seeds 0-2),
     # the constant-LR run bottoms out at 0.0855. The test target is met by
     # every cosine seed when it first meets the validation one.
-    "criteo1tb_small": Targets(
-        metric="loss",
-        direction="min",
-        validation=0.0830,
-        test=0.0770,
-        max_runtime_sec=math.inf,
-        step_hint=2_000,
-        eval_every_steps=100,
-        eval_period_sec=10,
-        step_budget=2_000,
-    ),
+    "criteo1tb_small": _small(
+        "loss", "min", 0.0830, 0.0770, steps=2_000, eval_every=100),
     # CPU-scale ViT on generated 32 px shapes and textures; budget in steps.
     # Calibrated by the rule (results/calibration/imagenet_vit_small*.csv):
     # cosine first reaches 0.766 at 80% / 80% / 70% of step_hint (seeds 0-2),
     # the constant-LR run peaks at 0.7446. The test target is met by every
     # cosine seed when it first meets the validation one.
-    "imagenet_vit_small": Targets(
-        metric="accuracy",
-        direction="max",
-        validation=0.766,
-        test=0.63,
-        max_runtime_sec=math.inf,
-        step_hint=2_000,
-        eval_every_steps=100,
-        eval_period_sec=10,
-        step_budget=2_000,
-    ),
+    "imagenet_vit_small": _small(
+        "accuracy", "max", 0.766, 0.63, steps=2_000, eval_every=100),
     # CPU-scale ResNet (four blocks, 16 filters, batch norm) on the same
     # generated 32 px images as imagenet_vit_small; budget in steps.
     # Calibrated by the rule (results/calibration/imagenet_resnet_small*.csv):
@@ -148,80 +130,35 @@ TARGETS: dict[str, Targets] = {
     # 2 devices; 90% for seed 0 on 1 device), the constant-LR run peaks at
     # 0.8286. The test target is met by every cosine seed when it first meets
     # the validation one.
-    "imagenet_resnet_small": Targets(
-        metric="accuracy",
-        direction="max",
-        validation=0.835,
-        test=0.76,
-        max_runtime_sec=math.inf,
-        step_hint=2_000,
-        eval_every_steps=100,
-        eval_period_sec=10,
-        step_budget=2_000,
-    ),
+    "imagenet_resnet_small": _small(
+        "accuracy", "max", 0.835, 0.76, steps=2_000, eval_every=100),
     # CPU-scale variant on generated knee-like phantoms (32 x 32, real-format
     # h5 files). Budget in steps, evals every 50. Calibrated by the rule
     # (results/calibration/fastmri_small*.csv): cosine first reaches 0.853 at
     # 85% / 70% / 80% of step_hint (seeds 0-2), the constant-LR run peaks at
     # 0.8439. The test target is met by every cosine seed when it first meets
     # the validation one.
-    "fastmri_small": Targets(
-        metric="ssim",
-        direction="max",
-        validation=0.853,
-        test=0.858,
-        max_runtime_sec=math.inf,
-        step_hint=1_000,
-        eval_period_sec=10,
-        step_budget=1_000,
-        eval_every_steps=50,
-    ),
+    "fastmri_small": _small(
+        "ssim", "max", 0.853, 0.858, steps=1_000, eval_every=50),
     # CPU-scale Conformer on eSpeak NG synthesised words (kit.speech_synthetic).
     # Budget in steps, evals every 100 steps. PROVISIONAL: not calibrated yet
     # (one 300-step exploration run stayed on the CTC plateau, WER ~1.0).
-    "librispeech_conformer_small": Targets(
-        metric="wer",
-        direction="min",
-        validation=0.10,
-        test=0.10,
-        max_runtime_sec=math.inf,
-        step_hint=1_500,
-        eval_period_sec=10,
-        step_budget=1_500,
-        eval_every_steps=100,
-    ),
+    "librispeech_conformer_small": _small(
+        "wer", "min", 0.10, 0.10, steps=1_500, eval_every=100),
     # CPU-scale DeepSpeech (width 128, 2 BiLSTM + 1 feed-forward layer) on the
     # Conformer-small's synthesised words. Budget in steps, evals every 100
     # steps. PROVISIONAL: not calibrated yet (no calibration run committed; one
     # 600-step cosine exploration run left the CTC plateau: validation WER
     # 1.00 at step 100, 0.82 at 300, 0.67 at 600).
-    "librispeech_deepspeech_small": Targets(
-        metric="wer",
-        direction="min",
-        validation=0.10,
-        test=0.10,
-        max_runtime_sec=math.inf,
-        step_hint=1_500,
-        eval_period_sec=10,
-        step_budget=1_500,
-        eval_every_steps=100,
-    ),
+    "librispeech_deepspeech_small": _small(
+        "wer", "min", 0.10, 0.10, steps=1_500, eval_every=100),
     # CPU-scale variant on a generated language pair. Budget in steps, evals
     # every 80 steps. Calibrated by the rule (results/calibration/wmt_small*.csv):
     # cosine first reaches 94.0 BLEU at 70% / 80% / 70% of step_hint (seeds
     # 0-2), the constant-LR run peaks at 92.7. The test target is met by every
     # cosine seed when it first meets the validation one.
-    "wmt_small": Targets(
-        metric="bleu",
-        direction="max",
-        validation=94.0,
-        test=92.0,
-        max_runtime_sec=math.inf,
-        step_hint=800,
-        eval_period_sec=10,
-        step_budget=800,
-        eval_every_steps=80,
-    ),
+    "wmt_small": _small(
+        "bleu", "max", 94.0, 92.0, steps=800, eval_every=80),
 }
 
 # (validation target, test target) per workload id of one family.
