@@ -16,7 +16,10 @@ from tests import small_target
 
 @pytest.mark.slow
 def test_nadamw_reaches_the_small_target_within_the_step_hint():
-  workload = small_target.reference_reaches_target("ogbg", budget_multiplier=20.0)
+  # Evals every 200 steps (the target row's 100, halved for time): the target
+  # is first met at step 2,200-2,400 in the calibration's seeds.
+  workload = small_target.reference_reaches_target("ogbg", budget_multiplier=20.0,
+                                                   eval_every_steps=200)
 
   # Planted structure, not noise: an untrained model is far below the target
   # (about a third of the labels are 1, the mAP of a random ranking).
