@@ -58,8 +58,6 @@ def test_algoperf_ogbg_row():
 RULE_NOT_MET = {
     "librispeech_conformer_small": (FileNotFoundError, "still on the CTC plateau "
                                     "after 300 steps; not calibrated"),
-    "librispeech_deepspeech_small": (FileNotFoundError, "provisional target; no "
-                                     "calibration run committed yet"),
 }
 
 
