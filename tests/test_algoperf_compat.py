@@ -22,15 +22,16 @@ from algoperf_avg.training import runner
 from workloads.ogbg.workload import OgbgWorkload
 
 FORM = os.path.join(os.path.dirname(__file__), "algoperf_form", "jax_nadamw.py")
-STEPS, EVERY = 40, 20
+STEPS, EVERY = 20, 10
 
 
 def _train(submission_ref, tmp_path=None, steps=STEPS):
   workload = OgbgWorkload("small")
   sub = registry.load_submission(submission_ref)
-  # Half OGBG-small's reference peak LR: at 0.012 the two jitted steps' float
-  # differences (1e-7 after 10 steps: another order of the same operations)
-  # grow to 2e-3 in validation loss by step 40; at 0.006 they stay below 1e-5.
+  # A fifth of OGBG-small's reference peak LR (0.03), over 20 steps: there the
+  # two jitted steps (the same operations in another order) agree to print
+  # precision in loss and within 3e-5 in mAP. Early OGBG training amplifies
+  # float differences fast: by step 40 losses differ by 5e-4 at this LR.
   hp = runner.resolve_hparams(workload, sub, {"learning_rate": 0.006})
   log_dir = str(tmp_path) if tmp_path else None
   return runner.train_once(workload, sub, hp, 0, None, log_dir, runner.RunOptions(
@@ -40,8 +41,9 @@ def _train(submission_ref, tmp_path=None, steps=STEPS):
 def _compare(form_rows, ours_rows):
   assert [r["global_step"] for r in form_rows] == [r["global_step"] for r in ours_rows]
   for a, b in zip(form_rows, ours_rows, strict=True):
-    for key in ("train/loss", "validation/loss", "validation/mean_average_precision"):
-      assert abs(a[key] - b[key]) < 1e-3, (key, a[key], b[key])
+    for key, tolerance in (("train/loss", 1e-5), ("validation/loss", 1e-5),
+                           ("validation/mean_average_precision", 1e-3)):
+      assert abs(a[key] - b[key]) < tolerance, (key, a[key], b[key])
 
 
 def test_algoperf_form_submission_trains_like_our_nadamw():

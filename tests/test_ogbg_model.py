@@ -275,26 +275,6 @@ def test_missing_labels_give_finite_gradients():
   assert int(no_mask["n_valid_examples"]) == 4
 
 
-def test_small_workload_learns_in_a_few_hundred_steps():
-  from algoperf_avg import registry
-  from algoperf_avg.training import runner
-
-  workload = OgbgWorkload("small")
-  params, state = workload.init_model_fn(jax.random.key(0))
-  before = workload.eval_model(workload.eval_batch_size, params, state, None, None,
-                               splits=("validation",))["validation/mean_average_precision"]
-  # The reference NadamW (warmup to lr 0.012, cosine): validation mAP about 0.5
-  # at step 300 in the calibration runs (results/calibration/ogbg_small.csv).
-  sub = registry.load_submission("nadamw")
-  result = runner.train_once(workload, sub, runner.resolve_hparams(workload, sub, {}), 0,
-                             None, None, runner.RunOptions(
-                                 max_global_steps=300, eval_every_steps=300,
-                                 stop_at_target=False, save_checkpoints=False))
-  after = result.eval_rows[-1]["validation/mean_average_precision"]
-  assert before < 0.35
-  assert after > before + 0.15, (before, after)
-
-
 @pytest.mark.parametrize("size", ["full", "small"])
 def test_sizes_and_budgets(size):
   workload = OgbgWorkload(size)
