@@ -11,8 +11,8 @@ Checked per (workload, size):
   evaluation after it reports the loss and target metric of every split;
 * every eval split is seen exactly once (the engine's valid rows add up to
   the split size) and padded evaluation equals unpadded;
-* evaluation on 1 and 2 simulated devices gives the same metrics, and a
-  training step runs on 2;
+* evaluation (of the validation split: every split takes the same path) on 1
+  and 2 simulated devices gives the same metrics, and a training step runs on 2;
 * a run stopped mid-way and resumed from its checkpoint logs the same rows as
   an unbroken run.
 """
@@ -184,7 +184,7 @@ for case in cases:
   mesh = sharding.make_mesh()
   params, state = sharding.replicate(workload.init_model_fn(jax.random.key(1)), mesh)
   metrics = workload.eval_model(workload.eval_batch_size, params, state, None,
-                                case["data_dir"])
+                                case["data_dir"], splits=("validation",))
   sub = registry.load_submission("nadamw")
   if case["batch_size"]:
     sub = dataclasses.replace(sub, get_batch_size=lambda _: case["batch_size"])
