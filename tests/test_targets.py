@@ -55,10 +55,7 @@ def test_algoperf_ogbg_row():
 # this list (the test then fails loudly), and any other failure still fails.
 # AssertionError: calibrated, the rule is broken; FileNotFoundError: no
 # calibration run committed yet. Each is an open item of its workload's issue.
-RULE_NOT_MET = {
-    "librispeech_conformer_small": (FileNotFoundError, "still on the CTC plateau "
-                                    "after 300 steps; not calibrated"),
-}
+RULE_NOT_MET: dict[str, tuple[type[Exception], str]] = {}
 
 
 def _small_ids():
