@@ -197,14 +197,23 @@ print("RESULT " + json.dumps(out))
 """
 
 
-def _run_devices(cases, devices):
-  env = dict(os.environ, PYTHONPATH=ROOT,
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-  proc = subprocess.run([sys.executable, "-c", DEVICE_CHILD, json.dumps(cases)],
-                        capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
-  return json.loads(line[len("RESULT "):])
+def _run_devices(cases, *device_counts):
+  """The child's results for each device count; the children run side by side
+  (compiling is mostly single-threaded, so two overlap well on 2 cores)."""
+  procs = []
+  for devices in device_counts:
+    env = dict(os.environ, PYTHONPATH=ROOT,
+               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    procs.append(subprocess.Popen([sys.executable, "-c", DEVICE_CHILD, json.dumps(cases)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True, env=env, cwd=ROOT))
+  results = []
+  for proc in procs:
+    out, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, err[-3000:]
+    line = [ln for ln in out.splitlines() if ln.startswith("RESULT ")][-1]
+    results.append(json.loads(line[len("RESULT "):]))
+  return results
 
 
 @pytest.mark.parametrize("scope", ["default", pytest.param("small", marks=pytest.mark.slow)])
@@ -222,7 +231,7 @@ def test_one_and_two_devices_evaluate_alike(data_roots, scope):
                   "options": dict(full.options) if full else {},
                   "batch_size": full.batch_size if full else None,
                   "data_dir": data_roots(name) if full else None})
-  one, two = _run_devices(cases, 1), _run_devices(cases, 2)
+  one, two = _run_devices(cases, 1, 2)
   for case in cases:
     a, b = one[case["id"]], two[case["id"]]
     assert (a["devices"], b["devices"]) == (1, 2)
