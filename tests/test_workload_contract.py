@@ -14,7 +14,8 @@ Checked per (workload, size):
 * evaluation (of the validation split: every split takes the same path) on 1
   and 2 simulated devices gives the same metrics, and a training step runs on 2;
 * a run stopped mid-way and resumed from its checkpoint logs the same rows as
-  an unbroken run.
+  an unbroken run (at the small size: checkpointing is the runner's and the
+  same for every size, while a full-size model takes minutes per eval here).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ def _cases():
 
 
 CASES = _cases()
+SMALL_CASES = [case for case in CASES if case.values[1] == "small"]
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +153,7 @@ def test_each_example_once_and_padding_changes_nothing(name, size, data_roots):
     np.testing.assert_allclose(other[key], value, rtol=2e-5, err_msg=key)
 
 
-@pytest.mark.parametrize("name, size", CASES)
+@pytest.mark.parametrize("name, size", SMALL_CASES)
 def test_resumed_run_equals_unbroken(name, size, data_roots, tmp_path):
   workload, data_dir, submission = _setup(name, size, data_roots)
   hparams = runner.resolve_hparams(workload, submission, {})
