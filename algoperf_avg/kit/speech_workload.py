@@ -59,12 +59,12 @@ def full_sizes(**fields: Any) -> dict[str, Any]:
               eval_batch_size=256, train_batch_size=256, **fields)
 
 
-# The small sizes' reference NadamW (both models, until calibrated apart).
-SMALL_NADAMW = {
-    "learning_rate": 0.002, "one_minus_beta1": 0.1, "beta2": 0.98,
-    "weight_decay": 0.01, "warmup_factor": 0.05, "label_smoothing": 0.0,
-    "dropout_rate": 0.0, "grad_clip": None,
-}
+def small_nadamw(learning_rate: float) -> dict[str, Any]:
+  """A small size's reference NadamW: shared settings, each model's calibrated
+  peak LR (results/calibration/README.md)."""
+  return {"learning_rate": learning_rate, "one_minus_beta1": 0.1, "beta2": 0.98,
+          "weight_decay": 0.01, "warmup_factor": 0.05, "label_smoothing": 0.0,
+          "dropout_rate": 0.0, "grad_clip": None}
 
 
 def small_sizes(**fields: Any) -> dict[str, Any]:

@@ -22,8 +22,7 @@ SMALL_DATA = speech_workload.SMALL_DATA
 # at 0.005 the cosine run was still learning at the end (validation WER 0.089),
 # at 0.02 it never left the CTC plateau (WER 0.99).
 SMALL = speech_workload.SpeechConfig(
-    **speech_workload.small_sizes(reference_hparams=dict(speech_workload.SMALL_NADAMW,
-                                                         learning_rate=0.01)))
+    **speech_workload.small_sizes(reference_hparams=speech_workload.small_nadamw(0.01)))
 MODEL["small"] = model.ConformerConfig(
     vocab_size=SMALL_DATA.vocab_size, encoder_dim=64, num_attention_heads=4,
     num_encoder_layers=2)

@@ -22,8 +22,7 @@ SMALL_DATA = speech_workload.SMALL_DATA
 # Peak LR 0.005: seed 0 learns the words by mid-budget (validation WER 0.08 at
 # step 500 of 1,500, 0.0055 at the end; results/calibration/README.md).
 SMALL = speech_workload.SpeechConfig(
-    **speech_workload.small_sizes(reference_hparams=dict(speech_workload.SMALL_NADAMW,
-                                                         learning_rate=0.005)))
+    **speech_workload.small_sizes(reference_hparams=speech_workload.small_nadamw(0.005)))
 # No dropout at this size (the feed-forward rate is fixed by the config, not
 # by the ``dropout_rate`` hyperparameter, as in AlgoPerf's model).
 MODEL["small"] = model.DeepSpeechConfig(
