@@ -9,7 +9,11 @@
 3. Every seed: NadamW with the two fixed averages alongside; steps to target
    per method and its ratio to NadamW's.
 
-  .venv/bin/python scripts/averaging_comparison.py --workload=ogbg
+  .venv/bin/python scripts/averaging_comparison.py --workload=ogbg [--jobs=2] [--reuse]
+
+(--jobs: the seeds after the sweep train side by side, one process each;
+--reuse: runs that completed in experiments/ with the same hyperparameters are
+read back, so an interrupted comparison goes on where it stopped.)
 writes results/<workload>_small/ (with --bn_policy=latest|recompute, for
 batch-norm models: results/<workload>_small/bn_<policy>/): sweep.csv,
 comparison.csv (per seed), summary.csv (median ratios beside the paper's),
@@ -21,6 +25,7 @@ dashed). Run logs go to experiments/<workload>_small_comparison[_bn_<policy>]/
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -49,21 +54,49 @@ def steps_to_target(workload, rows, key: str) -> int | None:
   return None
 
 
-def train(workload, seed: int, points, exp: str, bn_policy: str | None = None):
+def _completed(folder: str, hp) -> bool:
+  """Whether ``folder`` holds a run that completed with hyperparameters ``hp``."""
+  try:
+    with open(os.path.join(folder, "status.json")) as f:
+      status = json.load(f)
+    with open(os.path.join(folder, "hparams.json")) as f:
+      saved = json.load(f)
+  except (OSError, ValueError):
+    return False
+  return status.get("status") == "completed" and saved == logs.json_round_trip(dict(hp))
+
+
+def train(workload, seed: int, points, exp: str, bn_policy: str | None = None,
+          reuse: bool = False):
+  """NadamW on ``seed`` with ``points`` averaged alongside: (its eval rows,
+  {point: the average's eval rows}). With ``reuse``, a completed run of the
+  same hyperparameters already in ``exp`` (every point included) is read."""
   sub = registry.load_submission("nadamw")
   hp = runner.resolve_hparams(workload, sub, {"bn_policy": bn_policy} if bn_policy else {})
   log_dir = logs.trial_dir(os.path.join(exp, f"seed{seed}", "nadamw"), 0,
                            workload.workload_id, 1)
   sweep_dir = os.path.join(exp, f"seed{seed}")
-  result = runner.train_once(workload, sub, hp, seed, None, log_dir, runner.RunOptions(
-      stop_at_target=False, save_checkpoints=False, sweep_averages=tuple(points),
-      sweep_dir=sweep_dir))
-  averaged = {}
-  for point in points:
-    folder = logs.trial_dir(os.path.join(sweep_dir, f"nadamw_{point.label}"), 0,
-                            workload.workload_id, 1)
-    averaged[point] = logs.read_rows(os.path.join(folder, "eval_measurements.csv"))
-  return result.eval_rows, averaged
+  folders = {point: logs.trial_dir(os.path.join(sweep_dir, f"nadamw_{point.label}"), 0,
+                                   workload.workload_id, 1) for point in points}
+  if reuse and _completed(log_dir, hp) and all(
+      _completed(folder, dict(hp) | point.hparams(workload.step_hint))
+      for point, folder in folders.items()):
+    print(f"seed {seed}: reusing the completed run in {log_dir}", flush=True)
+    rows = logs.read_rows(os.path.join(log_dir, "eval_measurements.csv"))
+  else:
+    rows = runner.train_once(workload, sub, hp, seed, None, log_dir, runner.RunOptions(
+        stop_at_target=False, save_checkpoints=False, sweep_averages=tuple(points),
+        sweep_dir=sweep_dir)).eval_rows
+  averaged = {point: logs.read_rows(os.path.join(folder, "eval_measurements.csv"))
+              for point, folder in folders.items()}
+  return rows, averaged
+
+
+def _train_job(job):
+  """One seed's run in a worker process (``--jobs``): the workload is rebuilt there."""
+  name, seed, points, exp, bn_policy, reuse = job
+  sharding.cpu_device_flags()
+  return train(registry.get_workload(name, "small"), seed, points, exp, bn_policy, reuse)
 
 
 def main() -> None:
@@ -77,6 +110,13 @@ def main() -> None:
   parser.add_argument("--bn_policy", choices=("latest", "recompute"), default=None,
                       help="batch statistics of the averaged weights (batch-norm "
                       "workloads); results go to results/<workload>/bn_<policy>/")
+  parser.add_argument("--jobs", type=int, default=1,
+                      help="seed runs after the sweep at a time, one process each "
+                      "(same results as --jobs=1; one run keeps about one CPU core busy)")
+  parser.add_argument("--reuse", action="store_true",
+                      help="read runs that completed with the same hyperparameters in "
+                      "experiments/ instead of training them again (an interrupted "
+                      "comparison picks up where it stopped)")
   parser.add_argument("--plot_only", action="store_true",
                       help="redraw curves.png from the curves.csv in --out (no training)")
   args = parser.parse_args()
@@ -102,7 +142,7 @@ def main() -> None:
 
   # 1-2. The sweep on the first seed, and the nu fixed per method.
   base_rows, swept = train(workload, seeds[0], [f(n) for f in (lawa, ema) for n in nus], exp,
-                           args.bn_policy)
+                           args.bn_policy, args.reuse)
   sweep_table, chosen = [], {}
   for method, make in (("lawa", lawa), ("ema", ema)):
     ranked = []
@@ -118,14 +158,21 @@ def main() -> None:
     chosen[method] = min(ranked)[2]
     print(f"{method}: nu = {chosen[method]} ({min(ranked)[0]} steps)", flush=True)
 
-  # 3. Every seed with the fixed nus (the first seed's runs are reused).
+  # 3. Every seed with the fixed nus (the first seed's runs are reused; the
+  # others ``--jobs`` at a time).
   fixed = [lawa(chosen["lawa"]), ema(chosen["ema"])]
+  runs = {seeds[0]: (base_rows, {p: swept[p] for p in fixed})}
+  jobs = [(args.workload, seed, fixed, exp, args.bn_policy, args.reuse) for seed in seeds[1:]]
+  if args.jobs > 1 and len(jobs) > 1:
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(min(args.jobs, len(jobs))) as pool:
+      runs.update(zip(seeds[1:], pool.map(_train_job, jobs), strict=True))
+  else:
+    runs.update((job[1], train(workload, *job[1:])) for job in jobs)
   comparison, curves = [], []
   for seed in seeds:
-    if seed == seeds[0]:
-      rows, averaged = base_rows, {p: swept[p] for p in fixed}
-    else:
-      rows, averaged = train(workload, seed, fixed, exp, args.bn_policy)
+    rows, averaged = runs[seed]
     nadamw_steps = steps_to_target(workload, rows, key)
     entry = {"seed": seed, "nadamw": nadamw_steps}
     for method, point in zip(("lawa", "ema"), fixed, strict=True):
