@@ -112,3 +112,24 @@ def test_missing_subset_is_a_usage_error(release, tmp_path):
   with pytest.raises(spec.UsageError, match="train-clean-360"):
     librispeech.prepare(release[0], str(tmp_path / "out"))
   assert not os.path.exists(tmp_path / "out")
+
+
+def test_synthesised_dataset_is_the_same_whatever_ran_before(tmp_path):
+  """The small variants' data is a function of its Config: eSpeak's noise is
+  seeded, and `prepared` synthesises in a fresh process (here, after this
+  process has synthesised other sentences, which change eSpeak's output)."""
+  config = dataclasses.replace(speech_synthetic.Config(), num_train=8, num_validation=4,
+                               num_test=4, voices=("f5", "whisper", "m1"), vocab_size=26,
+                               seed=7)
+  speaker = speech_synthetic.speaker()
+  first = speech_synthetic.prepared(config, root=str(tmp_path / "a"))
+  speaker.say("left right up", "whisper", 150, 40)
+  speaker.say("zero nine", "f5", 190, 60)
+  second = speech_synthetic.prepared(config, root=str(tmp_path / "b"))
+  assert os.path.basename(first) == os.path.basename(second)
+  arrays = sorted(os.path.relpath(os.path.join(d, f), first)
+                  for d, _, files in os.walk(first) for f in files if f.endswith(".npy"))
+  assert len(arrays) == 2 * 16
+  for name in arrays:
+    np.testing.assert_array_equal(np.load(os.path.join(first, name)),
+                                  np.load(os.path.join(second, name)), err_msg=name)

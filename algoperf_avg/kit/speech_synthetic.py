@@ -7,7 +7,10 @@ speaking rate and pitch drawn per utterance, resampled to 16 kHz, scaled and
 mixed with noise at a drawn signal-to-noise ratio. They are written as flac
 files with ``<speaker>-<chapter>.trans.txt`` transcripts, so the small
 variants read them through the real pipeline (`kit.librispeech.prepare`).
-Everything is a function of the seed; the prepared result is cached.
+Everything is a function of the seed: eSpeak's own noise (the breathy and
+whispering variants) is seeded per utterance, and `prepared` synthesises in a
+fresh process, because the length of eSpeak's output also depends on what the
+process synthesised before. The prepared result is cached.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ VOICES = ("m1", "m2", "m3", "m4", "m5", "m7", "f1", "f2", "f3", "f4", "f5", "kla
           "klatt2", "klatt3", "croak", "whisper")
 SAMPLE_RATE = 16_000
 ESPEAK_RATE = 22_050
+# Part of the cache key: bumped whenever the same Config synthesises other audio.
+GENERATOR_VERSION = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +63,8 @@ class Config:
             "test-clean": self.num_test}
 
   def key(self) -> str:
-    text = json.dumps(dataclasses.asdict(self), sort_keys=True)
+    text = json.dumps(dataclasses.asdict(self) | {"generator": GENERATOR_VERSION},
+                      sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -88,10 +94,14 @@ class Speaker:
       raise RuntimeError(f"eSpeak NG did not start (returned {rate})")
     self._lib.espeak_SetSynthCallback(self._callback)
 
-  def say(self, text: str, voice: str, rate: int, pitch: int) -> np.ndarray:
-    """int16 PCM at 22,050 Hz of ``text`` in English with variant ``voice``."""
+  def say(self, text: str, voice: str, rate: int, pitch: int, seed: int = 0) -> np.ndarray:
+    """int16 PCM at 22,050 Hz of ``text`` in English with variant ``voice``.
+
+    ``seed`` seeds eSpeak's noise (unseeded, it comes from the clock).
+    """
     if self._lib.espeak_SetVoiceByName(f"en-us+{voice}".encode()) != 0:
       raise RuntimeError(f"eSpeak NG has no voice en-us+{voice}")
+    self._lib.espeak_ng_SetRandSeed(ctypes.c_long(seed))
     self._lib.espeak_SetParameter(1, rate, 0)  # espeakRATE
     self._lib.espeak_SetParameter(3, pitch, 0)  # espeakPITCH
     self._chunks = []
@@ -121,7 +131,8 @@ def utterance(config: Config, rng: np.random.Generator) -> tuple[str, np.ndarray
   voice = str(rng.choice(config.voices))
   rate = int(rng.integers(*config.rate_range, endpoint=True))
   pitch = int(rng.integers(*config.pitch_range, endpoint=True))
-  speech = to_16k(speaker().say(text.lower(), voice, rate, pitch))
+  seed = int(rng.integers(1 << 31))
+  speech = to_16k(speaker().say(text.lower(), voice, rate, pitch, seed))
   lead = np.zeros(int(rng.integers(0, 1600)))  # up to 0.1 s before speaking
   # Trailing silence so CTC can align any tokenisation: after the models' 4x
   # subsampling of 10 ms frames (640 samples a frame), at least 2 frames a
@@ -171,6 +182,17 @@ def write_release(raw_dir: str, config: Config, subsets: dict[str, int] | None =
   return written
 
 
+def write_release_fresh(raw_dir: str, config: Config) -> dict[str, list[str]]:
+  """`write_release` in a fresh process: the same files whatever this process
+  synthesised before (eSpeak's output lengths depend on its history)."""
+  import concurrent.futures
+  import multiprocessing
+
+  with concurrent.futures.ProcessPoolExecutor(
+      1, mp_context=multiprocessing.get_context("spawn")) as pool:
+    return pool.submit(write_release, raw_dir, config).result()
+
+
 def cache_root() -> str:
   """``$ALGOPERF_AVG_CACHE`` or ``~/.cache/algoperf_avg``."""
   return os.environ.get("ALGOPERF_AVG_CACHE",
@@ -184,7 +206,7 @@ def prepared(config: Config = Config(), root: str | None = None) -> str:
     return out_dir
   raw_dir = out_dir + ".raw"
   shutil.rmtree(raw_dir, ignore_errors=True)
-  write_release(raw_dir, config)
+  write_release_fresh(raw_dir, config)
   librispeech.prepare(raw_dir, out_dir, subsets=tuple(config.subsets),
                       tokenizer_subsets=("train-clean-100",),
                       vocab_size=config.vocab_size, limits=config.limits)
