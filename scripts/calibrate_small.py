@@ -16,6 +16,9 @@ workload's current target:
 
   .venv/bin/python scripts/calibrate_small.py --workload=ogbg --seeds=0,1,2
 
+(``--reference_runs=experiments/<id>_comparison`` reads the cosine runs that
+`scripts/averaging_comparison.py` trained instead of training them again.)
+
 writes results/calibration/<workload_id>.csv (one row per run and eval: the
 curves) and <workload_id>_check.csv (per seed: where the current target is
 first reached, and the verdict). Exit code 1 when the current target breaks
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import statistics
 import sys
@@ -70,6 +74,36 @@ def train(workload, seed: int, schedule: str):
   return result.eval_rows
 
 
+def reference_run(workload, seed: int, experiment: str) -> list[dict]:
+  """The eval rows of seed ``seed``'s reference NadamW run in ``experiment``
+  (`scripts/averaging_comparison.py`'s layout: its NadamW runs are the
+  reference cosine runs, trained to the end). Exits 2 unless that run completed
+  with the reference hyperparameters on this workload's whole budget."""
+  folder = logs.trial_dir(os.path.join(experiment, f"seed{seed}", "nadamw"), 0,
+                          workload.workload_id, 1)
+  hp = runner.resolve_hparams(workload, registry.load_submission("nadamw"), {})
+  try:
+    with open(os.path.join(folder, "status.json")) as f:
+      status = json.load(f)
+    with open(os.path.join(folder, "hparams.json")) as f:
+      saved = json.load(f)
+    rows = logs.read_rows(os.path.join(folder, "eval_measurements.csv"))
+  except (OSError, ValueError) as e:
+    _fail(f"--reference_runs: no readable run of seed {seed} in {folder} ({e})")
+  if status.get("status") != "completed" or saved != logs.json_round_trip(dict(hp)):
+    _fail(f"--reference_runs: {folder} is not a completed run of the reference "
+          f"hyperparameters (status {status.get('status')!r})")
+  rows = [r for r in rows if r["global_step"] <= workload.step_hint]
+  if not rows or rows[-1]["global_step"] != workload.step_hint:
+    _fail(f"--reference_runs: {folder} has no eval at step_hint {workload.step_hint}")
+  return rows
+
+
+def _fail(message: str):
+  print(message, file=sys.stderr)
+  sys.exit(2)
+
+
 def read_curves(path: str) -> dict[str, list[dict]]:
   """The runs of a curves CSV written by this script, by run name."""
   runs: dict[str, list[dict]] = {}
@@ -91,6 +125,10 @@ def run_all(args, workload, seeds: list[int]) -> dict[str, list[dict]]:
   """The cosine run per seed and the constant-LR run, ``args.jobs`` at a time."""
   jobs = {f"cosine_seed{seed}": (seed, "cosine") for seed in seeds}
   jobs["constant"] = (seeds[0], "constant")
+  if args.reference_runs:
+    runs = {f"cosine_seed{seed}": reference_run(workload, seed, args.reference_runs)
+            for seed in seeds}
+    return runs | {"constant": train(workload, seeds[0], "constant")}
   if args.jobs <= 1:
     return {name: train(workload, seed, schedule) for name, (seed, schedule) in jobs.items()}
   import multiprocessing
@@ -112,6 +150,10 @@ def main() -> int:
                       "(no training)")
   parser.add_argument("--jobs", type=int, default=1,
                       help="runs at a time, one process each (same curves as --jobs=1)")
+  parser.add_argument("--reference_runs", default=None, metavar="EXPERIMENT_DIR",
+                      help="read the cosine runs from scripts/averaging_comparison.py's "
+                      "NadamW runs in EXPERIMENT_DIR (experiments/<id>_comparison) and "
+                      "train only the constant-LR run")
   args = parser.parse_args()
   workload = registry.get_workload(args.workload, args.size)
   metric = f"validation/{workload.target_metric_name}"

@@ -1,7 +1,9 @@
-"""scripts/averaging_comparison.py: which runs it reads back with --reuse.
+"""Which finished runs the experiment scripts read back instead of training.
 
-A comparison takes up to hours on a small speech variant; --reuse picks up an
-interrupted one by reading the runs that completed, and only those.
+A comparison takes up to hours on a small speech variant:
+`scripts/averaging_comparison.py --reuse` picks up an interrupted one by
+reading the runs that completed, and only those; `scripts/calibrate_small.py
+--reference_runs` reads a comparison's NadamW runs as its cosine runs.
 """
 
 from __future__ import annotations
@@ -20,13 +22,22 @@ from algoperf_avg.training import logs, runner
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope="module")
-def script():
-  spec = importlib.util.spec_from_file_location(
-      "averaging_comparison", os.path.join(ROOT, "scripts", "averaging_comparison.py"))
+def _load(name):
+  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "scripts",
+                                                                   name + ".py"))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
+
+
+@pytest.fixture(scope="module")
+def script():
+  return _load("averaging_comparison")
+
+
+@pytest.fixture(scope="module")
+def calibrate():
+  return _load("calibrate_small")
 
 
 def _write_run(folder, hparams, status, rows):
@@ -91,3 +102,32 @@ def test_anything_else_is_trained(script, finished, monkeypatch, change):
   rows, _ = script.train(finished.workload, 3, points, finished.exp,
                          reuse=change != "no_reuse")
   assert len(calls) == 1 and rows == [{"global_step": 100}]
+
+
+def test_calibration_reads_the_comparisons_nadamw_runs(calibrate, finished):
+  hint = finished.workload.step_hint
+  rows = [{"global_step": step, "validation/mean_average_precision": step / 1e4}
+          for step in (hint // 2, hint, hint + 100)]
+  _write_run(finished.base, json.load(open(os.path.join(finished.base, "hparams.json"))),
+             "completed", rows)
+  assert calibrate.reference_run(finished.workload, 3, finished.exp) == rows[:2]
+
+
+@pytest.mark.parametrize("change", ["running", "other_lr", "short", "no_run"])
+def test_calibration_refuses_other_runs(calibrate, finished, change, capsys):
+  hint = finished.workload.step_hint
+  path = os.path.join(finished.base, "hparams.json")
+  with open(path) as f:
+    hp = json.load(f)
+  rows = [{"global_step": hint, "validation/mean_average_precision": 0.5}]
+  if change == "running":
+    _write_run(finished.base, hp, "running", rows)
+  elif change == "other_lr":
+    _write_run(finished.base, hp | {"learning_rate": 1.0}, "completed", rows)
+  elif change == "short":
+    _write_run(finished.base, hp, "completed", [{"global_step": hint // 2}])
+  seed = 4 if change == "no_run" else 3
+  with pytest.raises(SystemExit) as exit_info:
+    calibrate.reference_run(finished.workload, seed, finished.exp)
+  assert exit_info.value.code == 2
+  assert "--reference_runs" in capsys.readouterr().err
