@@ -126,9 +126,13 @@ def run_all(args, workload, seeds: list[int]) -> dict[str, list[dict]]:
   jobs = {f"cosine_seed{seed}": (seed, "cosine") for seed in seeds}
   jobs["constant"] = (seeds[0], "constant")
   if args.reference_runs:
+    # The constant run first: the comparison may still be training its seeds.
+    if not os.path.isdir(args.reference_runs):
+      _fail(f"--reference_runs: no folder {args.reference_runs}")
+    constant = train(workload, seeds[0], "constant")
     runs = {f"cosine_seed{seed}": reference_run(workload, seed, args.reference_runs)
             for seed in seeds}
-    return runs | {"constant": train(workload, seeds[0], "constant")}
+    return runs | {"constant": constant}
   if args.jobs <= 1:
     return {name: train(workload, seed, schedule) for name, (seed, schedule) in jobs.items()}
   import multiprocessing
