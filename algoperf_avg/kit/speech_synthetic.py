@@ -182,15 +182,31 @@ def write_release(raw_dir: str, config: Config, subsets: dict[str, int] | None =
   return written
 
 
-def write_release_fresh(raw_dir: str, config: Config) -> dict[str, list[str]]:
-  """`write_release` in a fresh process: the same files whatever this process
-  synthesised before (eSpeak's output lengths depend on its history)."""
-  import concurrent.futures
-  import multiprocessing
+_FRESH_CHILD = """
+import pickle, sys
+from algoperf_avg.kit import speech_synthetic
+speech_synthetic.write_release(*pickle.load(sys.stdin.buffer))
+"""
 
-  with concurrent.futures.ProcessPoolExecutor(
-      1, mp_context=multiprocessing.get_context("spawn")) as pool:
-    return pool.submit(write_release, raw_dir, config).result()
+
+def write_release_fresh(raw_dir: str, config: Config) -> None:
+  """`write_release` in a fresh interpreter: the same files whatever this
+  process synthesised before (eSpeak's output lengths depend on its history).
+  A plain subprocess, not multiprocessing, so no caller's main module is
+  imported again."""
+  import pickle
+  import subprocess
+  import sys
+
+  package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+      filter(None, [package_root, os.environ.get("PYTHONPATH")])))
+  done = subprocess.run([sys.executable, "-c", _FRESH_CHILD],
+                        input=pickle.dumps((raw_dir, config)), capture_output=True,
+                        env=env, check=False)
+  if done.returncode:
+    raise RuntimeError(f"synthesising {raw_dir} failed:\n"
+                       + done.stderr.decode(errors="replace")[-3000:])
 
 
 def cache_root() -> str:
