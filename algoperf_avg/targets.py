@@ -140,13 +140,13 @@ TARGETS: dict[str, Targets] = {
     # the validation one.
     "fastmri_small": _small(
         "ssim", "max", 0.853, 0.858, steps=1_000, eval_every=50),
-    # CPU-scale Conformer on eSpeak NG synthesised words (kit.speech_synthetic).
-    # Budget in steps, evals every 100 steps. Calibrated by the rule (results/
-    # calibration/librispeech_conformer_small*.csv): cosine first reaches WER
-    # 0.026 at 80% / 80% / 73% of step_hint (seeds 0-2), the constant-LR run's
-    # best is 0.0317; test WER then <= 0.0196.
+    # CPU-scale Conformer on eSpeak NG synthesised words (kit.speech_synthetic,
+    # generator 2). Budget in steps, evals every 100 steps. Calibrated by the
+    # rule (results/calibration/librispeech_conformer_small*.csv): cosine first
+    # reaches WER 0.026 at 87% / 67% / 73% of step_hint (seeds 0-2), the
+    # constant-LR run's best is 0.1028; test WER then <= 0.0328.
     "librispeech_conformer_small": _small(
-        "wer", "min", 0.026, 0.020, steps=1_500, eval_every=100),
+        "wer", "min", 0.026, 0.033, steps=1_500, eval_every=100),
     # CPU-scale DeepSpeech (width 128, 2 BiLSTM + 1 feed-forward layer) on the
     # Conformer-small's synthesised words. Budget in steps, evals every 100
     # steps. Calibrated by the rule (results/calibration/

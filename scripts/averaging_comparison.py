@@ -113,6 +113,10 @@ def main() -> None:
   parser.add_argument("--jobs", type=int, default=1,
                       help="seed runs after the sweep at a time, one process each "
                       "(same results as --jobs=1; one run keeps about one CPU core busy)")
+  parser.add_argument("--sweep_every_seed", action="store_true",
+                      help="evaluate every nu on every seed (nu is still chosen on the "
+                      "first seed); with --reuse, a later change of the target needs no "
+                      "new training")
   parser.add_argument("--reuse", action="store_true",
                       help="read runs that completed with the same hyperparameters in "
                       "experiments/ instead of training them again (an interrupted "
@@ -162,7 +166,10 @@ def main() -> None:
   # others ``--jobs`` at a time).
   fixed = [lawa(chosen["lawa"]), ema(chosen["ema"])]
   runs = {seeds[0]: (base_rows, {p: swept[p] for p in fixed})}
-  jobs = [(args.workload, seed, fixed, exp, args.bn_policy, args.reuse) for seed in seeds[1:]]
+  # --sweep_every_seed: the other seeds carry the whole grid too (only the
+  # fixed points are reported), so they can train before the target is final.
+  points = [f(n) for f in (lawa, ema) for n in nus] if args.sweep_every_seed else fixed
+  jobs = [(args.workload, seed, points, exp, args.bn_policy, args.reuse) for seed in seeds[1:]]
   if args.jobs > 1 and len(jobs) > 1:
     import multiprocessing
 
@@ -173,6 +180,7 @@ def main() -> None:
   comparison, curves = [], []
   for seed in seeds:
     rows, averaged = runs[seed]
+    averaged = {p: averaged[p] for p in fixed}
     nadamw_steps = steps_to_target(workload, rows, key)
     entry = {"seed": seed, "nadamw": nadamw_steps}
     for method, point in zip(("lawa", "ema"), fixed, strict=True):
