@@ -28,10 +28,12 @@ STEPS, EVERY = 20, 10
 def _train(submission_ref, tmp_path=None, steps=STEPS):
   workload = OgbgWorkload("small")
   sub = registry.load_submission(submission_ref)
-  # A fifth of OGBG-small's reference peak LR (0.03), over 20 steps: there the
-  # two jitted steps (the same operations in another order) agree to print
-  # precision in loss and within 3e-5 in mAP. Early OGBG training amplifies
-  # float differences fast: by step 40 losses differ by 5e-4 at this LR.
+  # A fifth of OGBG-small's reference peak LR (0.03), over 20 steps. The two
+  # jitted steps run the same operations in another order, and early OGBG
+  # training amplifies the float differences; how far depends on the CPU's
+  # code: by step 20 losses differed by up to 4.7e-5 and mAP by 2e-4 on one
+  # machine, to print precision on another. A NadamW without its Nesterov
+  # step differs in loss by 2.7e-3 already at step 10 (checked by hand).
   hp = runner.resolve_hparams(workload, sub, {"learning_rate": 0.006})
   log_dir = str(tmp_path) if tmp_path else None
   return runner.train_once(workload, sub, hp, 0, None, log_dir, runner.RunOptions(
@@ -41,7 +43,7 @@ def _train(submission_ref, tmp_path=None, steps=STEPS):
 def _compare(form_rows, ours_rows):
   assert [r["global_step"] for r in form_rows] == [r["global_step"] for r in ours_rows]
   for a, b in zip(form_rows, ours_rows, strict=True):
-    for key, tolerance in (("train/loss", 1e-5), ("validation/loss", 1e-5),
+    for key, tolerance in (("train/loss", 5e-4), ("validation/loss", 5e-4),
                            ("validation/mean_average_precision", 1e-3)):
       assert abs(a[key] - b[key]) < tolerance, (key, a[key], b[key])
 
