@@ -25,7 +25,6 @@ dashed). Run logs go to experiments/<workload>_small_comparison[_bn_<policy>]/
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -54,18 +53,6 @@ def steps_to_target(workload, rows, key: str) -> int | None:
   return None
 
 
-def _completed(folder: str, hp) -> bool:
-  """Whether ``folder`` holds a run that completed with hyperparameters ``hp``."""
-  try:
-    with open(os.path.join(folder, "status.json")) as f:
-      status = json.load(f)
-    with open(os.path.join(folder, "hparams.json")) as f:
-      saved = json.load(f)
-  except (OSError, ValueError):
-    return False
-  return status.get("status") == "completed" and saved == logs.json_round_trip(dict(hp))
-
-
 def train(workload, seed: int, points, exp: str, bn_policy: str | None = None,
           reuse: bool = False):
   """NadamW on ``seed`` with ``points`` averaged alongside: (its eval rows,
@@ -78,8 +65,8 @@ def train(workload, seed: int, points, exp: str, bn_policy: str | None = None,
   sweep_dir = os.path.join(exp, f"seed{seed}")
   folders = {point: logs.trial_dir(os.path.join(sweep_dir, f"nadamw_{point.label}"), 0,
                                    workload.workload_id, 1) for point in points}
-  if reuse and _completed(log_dir, hp) and all(
-      _completed(folder, dict(hp) | point.hparams(workload.step_hint))
+  if reuse and logs.completed_with(log_dir, hp) and all(
+      logs.completed_with(folder, dict(hp) | point.hparams(workload.step_hint))
       for point, folder in folders.items()):
     print(f"seed {seed}: reusing the completed run in {log_dir}", flush=True)
     rows = logs.read_rows(os.path.join(log_dir, "eval_measurements.csv"))

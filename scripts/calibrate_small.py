@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import statistics
 import sys
@@ -65,11 +64,18 @@ def verdict(workload, runs, target: float) -> tuple[bool, dict[str, int | None]]
   return ok, reach
 
 
-def train(workload, seed: int, schedule: str):
-  """The eval rows of one full-length run (no stop at the target)."""
+def train(workload, seed: int, schedule: str, log_dir: str | None = None):
+  """The eval rows of one full-length run (no stop at the target).
+
+  With ``log_dir``, the run logs there, and a run that already completed there
+  with the same hyperparameters is read back instead of trained again.
+  """
   sub = registry.load_submission("nadamw")
   hp = runner.resolve_hparams(workload, sub, {"schedule": schedule})
-  result = runner.train_once(workload, sub, hp, seed, None, None, runner.RunOptions(
+  if log_dir and logs.completed_with(log_dir, hp):
+    print(f"reusing the completed {schedule} run in {log_dir}", flush=True)
+    return logs.read_rows(os.path.join(log_dir, "eval_measurements.csv"))
+  result = runner.train_once(workload, sub, hp, seed, None, log_dir, runner.RunOptions(
       stop_at_target=False, save_checkpoints=False, max_global_steps=workload.step_hint))
   return result.eval_rows
 
@@ -82,17 +88,10 @@ def reference_run(workload, seed: int, experiment: str) -> list[dict]:
   folder = logs.trial_dir(os.path.join(experiment, f"seed{seed}", "nadamw"), 0,
                           workload.workload_id, 1)
   hp = runner.resolve_hparams(workload, registry.load_submission("nadamw"), {})
-  try:
-    with open(os.path.join(folder, "status.json")) as f:
-      status = json.load(f)
-    with open(os.path.join(folder, "hparams.json")) as f:
-      saved = json.load(f)
-    rows = logs.read_rows(os.path.join(folder, "eval_measurements.csv"))
-  except (OSError, ValueError) as e:
-    _fail(f"--reference_runs: no readable run of seed {seed} in {folder} ({e})")
-  if status.get("status") != "completed" or saved != logs.json_round_trip(dict(hp)):
-    _fail(f"--reference_runs: {folder} is not a completed run of the reference "
-          f"hyperparameters (status {status.get('status')!r})")
+  if not logs.completed_with(folder, hp):
+    _fail(f"--reference_runs: no run of seed {seed} that completed with the reference "
+          f"hyperparameters in {folder}")
+  rows = logs.read_rows(os.path.join(folder, "eval_measurements.csv"))
   rows = [r for r in rows if r["global_step"] <= workload.step_hint]
   if not rows or rows[-1]["global_step"] != workload.step_hint:
     _fail(f"--reference_runs: {folder} has no eval at step_hint {workload.step_hint}")
@@ -126,10 +125,14 @@ def run_all(args, workload, seeds: list[int]) -> dict[str, list[dict]]:
   jobs = {f"cosine_seed{seed}": (seed, "cosine") for seed in seeds}
   jobs["constant"] = (seeds[0], "constant")
   if args.reference_runs:
-    # The constant run first: the comparison may still be training its seeds.
+    # The constant run first (the comparison may still be training its seeds),
+    # logged beside the comparison and read back when the command is rerun.
     if not os.path.isdir(args.reference_runs):
       _fail(f"--reference_runs: no folder {args.reference_runs}")
-    constant = train(workload, seeds[0], "constant")
+    log_dir = logs.trial_dir(os.path.join(os.path.normpath(args.reference_runs)
+                                          + "_calibration", f"constant_seed{seeds[0]}"),
+                             0, workload.workload_id, 1)
+    constant = train(workload, seeds[0], "constant", log_dir)
     runs = {f"cosine_seed{seed}": reference_run(workload, seed, args.reference_runs)
             for seed in seeds}
     return runs | {"constant": constant}

@@ -131,3 +131,16 @@ def test_calibration_refuses_other_runs(calibrate, finished, change, capsys):
     calibrate.reference_run(finished.workload, seed, finished.exp)
   assert exit_info.value.code == 2
   assert "--reference_runs" in capsys.readouterr().err
+
+
+def test_calibration_reads_back_its_completed_constant_run(calibrate, finished, monkeypatch):
+  hp = runner.resolve_hparams(finished.workload, registry.load_submission("nadamw"),
+                              {"schedule": "constant"})
+  folder = os.path.join(finished.exp + "_calibration", "constant")
+  rows = [{"global_step": 100, "validation/mean_average_precision": 0.4}]
+  _write_run(folder, dict(hp), "completed", rows)
+  monkeypatch.setattr(runner, "train_once", _never_trains)
+  assert calibrate.train(finished.workload, 0, "constant", folder) == rows
+  _write_run(folder, dict(hp) | {"schedule": "cosine"}, "completed", rows)
+  with pytest.raises(AssertionError, match="trained again"):
+    calibrate.train(finished.workload, 0, "constant", folder)

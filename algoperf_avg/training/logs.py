@@ -95,6 +95,19 @@ def json_round_trip(obj: Any) -> Any:
   return json.loads(json.dumps(_finite_or_none(obj), default=_json_default))
 
 
+def completed_with(log_dir: str, hparams: Mapping[str, Any]) -> bool:
+  """Whether ``log_dir`` holds a trial that completed with exactly ``hparams``
+  (its status.json and hparams.json); unreadable files count as no."""
+  try:
+    with open(os.path.join(log_dir, "status.json")) as f:
+      status = json.load(f)
+    with open(os.path.join(log_dir, "hparams.json")) as f:
+      saved = json.load(f)
+  except (OSError, ValueError):
+    return False
+  return status.get("status") == "completed" and saved == json_round_trip(dict(hparams))
+
+
 def _finite_or_none(obj: Any) -> Any:
   if isinstance(obj, float) and not math.isfinite(obj):
     return None
