@@ -230,7 +230,8 @@ def plot(curves, workload, key, path) -> None:
   if values and workload.target_direction == "max":
     ax.set_ylim(bottom=min(values[len(values) // 5], workload.validation_target_value))
   elif values:
-    ax.set_ylim(top=max(values[-1 - len(values) // 5], workload.validation_target_value))
+    top = max(values[-1 - len(values) // 5], workload.validation_target_value)
+    ax.set_ylim(values[0] - 0.05 * (top - values[0]), top)
   ax.legend()
   fig.tight_layout()
   tmp = path + ".tmp.png"
