@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import os
 
 import numpy as np
@@ -133,3 +134,9 @@ def test_synthesised_dataset_is_the_same_whatever_ran_before(tmp_path):
   for name in arrays:
     np.testing.assert_array_equal(np.load(os.path.join(first, name)),
                                   np.load(os.path.join(second, name)), err_msg=name)
+
+
+def test_config_survives_json_for_the_fresh_process():
+  config = dataclasses.replace(speech_synthetic.Config(), voices=("f5", "m1"), seed=7)
+  text = json.dumps(dataclasses.asdict(config))
+  assert speech_synthetic.config_from_dict(json.loads(text)) == config

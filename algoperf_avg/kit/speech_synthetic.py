@@ -183,10 +183,17 @@ def write_release(raw_dir: str, config: Config, subsets: dict[str, int] | None =
 
 
 _FRESH_CHILD = """
-import pickle, sys
+import json, sys
 from algoperf_avg.kit import speech_synthetic
-speech_synthetic.write_release(*pickle.load(sys.stdin.buffer))
+args = json.load(sys.stdin)
+speech_synthetic.write_release(args["raw_dir"], speech_synthetic.config_from_dict(args["config"]))
 """
+
+
+def config_from_dict(fields: dict) -> Config:
+  """The `Config` that ``dataclasses.asdict`` (through JSON) came from."""
+  fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+  return Config(**fields | {"limits": librispeech.Limits(**fields["limits"])})
 
 
 def write_release_fresh(raw_dir: str, config: Config) -> None:
@@ -194,7 +201,6 @@ def write_release_fresh(raw_dir: str, config: Config) -> None:
   process synthesised before (eSpeak's output lengths depend on its history).
   A plain subprocess, not multiprocessing, so no caller's main module is
   imported again."""
-  import pickle
   import subprocess
   import sys
 
@@ -202,7 +208,7 @@ def write_release_fresh(raw_dir: str, config: Config) -> None:
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(
       filter(None, [package_root, os.environ.get("PYTHONPATH")])))
   done = subprocess.run([sys.executable, "-c", _FRESH_CHILD],
-                        input=pickle.dumps((raw_dir, config)), capture_output=True,
+                        input=json.dumps({"raw_dir": raw_dir, "config": dataclasses.asdict(config)}).encode(), capture_output=True,
                         env=env, check=False)
   if done.returncode:
     raise RuntimeError(f"synthesising {raw_dir} failed:\n"
